@@ -1,0 +1,152 @@
+# nspawn.nixos: every quality gate, from nothing, on a Debian 12 machine as root.
+#
+#   make test       everything CI runs (sanity, units, lint, build, integration, molecule)
+#   make demo       boot a lab host and show how to reach it
+#
+# Nothing here needs more than Debian's package archive and PyPI.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+BIN := $(VENV)/bin
+# Where `ansible-doc`, antsibull-docs and the tests find the collection by its name.
+COLLECTIONS_ROOT := $(CURDIR)/tests/output/collections
+COLLECTION_LINK := $(COLLECTIONS_ROOT)/ansible_collections/nspawn/nixos
+# ansible-test needs the collection at a real .../ansible_collections/nspawn/nixos path.
+SANITY_ROOT ?= /var/tmp/nspawn-nixos-sanity
+SANITY_COPY := $(SANITY_ROOT)/ansible_collections/nspawn/nixos
+SANITY_PYTHON ?= 3.11
+GET_PIP_CACHE := $(HOME)/.ansible/test/cache
+# ansible-core 2.19's ansible-test bootstraps pip 24.2; list more versions here if that changes.
+GET_PIP_VERSIONS := 24_2
+LAB := PYTHONPATH=$(CURDIR)/tests $(BIN)/python -m lab
+LAB_NAME ?= dev
+LAB_RELEASES ?= 12
+PYTEST_ARGS ?=
+
+APT_PACKAGES := systemd-container debootstrap socat xz-utils pigz nix-bin openssh-client git make
+
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS_ROOT)
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_NOCOLOR := 1
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+
+.PHONY: help deps venv collection-link test sanity units lint docs-lint changelog-lint build \
+        integration molecule lab-build lab-up lab-down lab-down-all lab-status demo clean
+
+help:
+	@echo "make demo        boot a lab host (real systemd) and print how to reach it"
+	@echo "make test        every quality gate: sanity units lint build integration molecule"
+	@echo "make sanity | units | lint | build | integration | molecule"
+	@echo "make lab-build | lab-up [LAB_RELEASES='12 13'] | lab-status | lab-down"
+
+# --- installation -------------------------------------------------------------------------
+
+deps: $(VENV)/.installed collection-link
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/requirements.txt tests/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r tests/requirements.txt -c tests/constraints.txt
+	$(BIN)/pip check
+	touch $@
+
+collection-link:
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@[ -L $(COLLECTION_LINK) ] || ln -sfn ../../../../.. $(COLLECTION_LINK)
+
+# --- the gates ----------------------------------------------------------------------------
+
+test: deps
+	@start=$$(date +%s); rc=0; \
+	$(MAKE) --no-print-directory sanity units lint build integration molecule || rc=$$?; \
+	$(MAKE) --no-print-directory lab-down-all >/dev/null 2>&1 || true; \
+	echo "make test: rc=$$rc in $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# A copy of the tracked (and new, not ignored) files at a path ansible-test accepts.
+sanity: deps
+	@mkdir -p $(GET_PIP_CACHE)
+	@for v in $(GET_PIP_VERSIONS); do \
+	  install -m 0644 tests/sanity/get-pip/get_pip_offline.py $(GET_PIP_CACHE)/get_pip_$$v.py; done
+	@rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
+	@git ls-files -z --cached --others --exclude-standard | \
+	  while IFS= read -r -d '' f; do [ -e "$$f" ] && printf '%s\0' "$$f"; done | \
+	  tar --null -T - -cf - | tar -C $(SANITY_COPY) -xf -
+	cd $(SANITY_COPY) && $(BIN)/ansible-test sanity --venv --python $(SANITY_PYTHON) --color no
+
+units: deps
+	@if ! ls -d tests/unit >/dev/null 2>&1; then echo "units: no tests yet"; exit 0; fi; \
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+lint: deps docs-lint changelog-lint
+	$(BIN)/ansible-lint --offline -q
+
+docs-lint: deps
+	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck $(COLLECTION_LINK)
+	@for m in plugins/modules/*.py; do \
+	  [ -e "$$m" ] || continue; n=$$(basename $$m .py); \
+	  $(BIN)/ansible-doc nspawn.nixos.$$n >/dev/null || { echo "ansible-doc failed: $$n"; exit 1; }; \
+	  echo "ansible-doc nspawn.nixos.$$n: ok"; done
+
+changelog-lint: deps
+	$(BIN)/antsibull-changelog lint
+
+# Build the collection tarball and install it into a scratch path, as a user would.
+build: deps
+	@rm -rf tests/output/build && mkdir -p tests/output/build
+	$(BIN)/ansible-galaxy collection build --force --output-path tests/output/build .
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/tests/output/build/installed $(BIN)/ansible-galaxy collection install \
+	  --offline --force -p tests/output/build/installed tests/output/build/nspawn-nixos-*.tar.gz
+	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/tests/output/build/installed $(BIN)/ansible-galaxy collection list nspawn.nixos
+	@tar -tzf tests/output/build/nspawn-nixos-*.tar.gz | grep -E '(^|/)(\.venv|tests/output|__pycache__)/' \
+	  && { echo "build: caches or venvs in the tarball"; exit 1; } || true
+
+integration: deps
+	@if ! ls tests/integration/test_*.py >/dev/null 2>&1; then echo "integration: no targets yet"; exit 0; fi; \
+	$(BIN)/pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+molecule: deps
+	@scenarios=$$(ls -d extensions/molecule/*/ 2>/dev/null | xargs -rn1 basename | grep -v '^shared$$' || true); \
+	if [ -z "$$scenarios" ]; then echo "molecule: no scenarios yet"; exit 0; fi; \
+	cd extensions && for s in $$scenarios; do $(BIN)/molecule test -s $$s; done
+
+# --- the lab ------------------------------------------------------------------------------
+
+lab-build: deps
+	$(LAB) build
+
+lab-up: deps
+	$(LAB) up --name $(LAB_NAME) $(foreach r,$(LAB_RELEASES),--release $(r))
+
+lab-status: deps
+	$(LAB) status
+
+lab-down:
+	$(LAB) down --name $(LAB_NAME)
+
+lab-down-all:
+	$(LAB) down --all
+
+demo: deps
+	$(LAB) up --name demo --release 12
+	@echo
+	@echo "The lab host 'demo' runs real systemd. Look inside with:"
+	@echo "  PYTHONPATH=tests .venv/bin/python -m lab ssh demo-d12-1 machinectl list-images"
+	@echo "  .venv/bin/ansible -i \$$($(LAB) inventory --name demo) all -m setup -a filter=ansible_service_mgr"
+	@echo "Stop it with: make lab-down LAB_NAME=demo"
+
+clean: lab-down-all
+	rm -rf tests/output $(SANITY_ROOT)
