@@ -1,0 +1,396 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Images: download with sha256 verification, import, export, and the record of an image's origin.
+
+Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import http.client
+import os
+import posixpath
+import shutil
+import signal
+import socket
+import tempfile
+import urllib.error
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, open_url
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
+    Machinectl, export_kind, image_kind, url_path,
+)
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
+    Backend, origin_path, read_origin, remove_file, write_json_atomic,
+)
+from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
+    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_url, url_password,
+)
+
+IMAGE_STORE = "/var/lib/machines"
+# Hidden, and not ending in .raw, so machined never takes a partial download for an image.
+TEMP_PREFIX = ".nspawn-nixos-"
+CHUNK_SIZE = 1 << 20
+SUMS_MAX_BYTES = 1 << 20
+USER_AGENT = "nspawn.nixos (Ansible collection)"
+
+
+class DownloadError(ModuleFailure):
+    """A download that failed, was cut short, or did not match its checksum."""
+
+
+def _open(url, timeout):
+    """GET url (http, https or file). A user:password@ in the URL becomes a basic auth header that is
+    not forwarded on redirects (release assets redirect to other hosts); no transparent gunzip,
+    so that the sha256 is the one of the bytes served."""
+    return open_url(url, timeout=timeout, http_agent=USER_AGENT, force_basic_auth=True,
+                    unredirected_headers=["Authorization"], follow_redirects="safe", decompress=False)
+
+
+_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError, UrlsConnectionError)
+
+
+def download(url, handle, timeout):
+    """Stream url into handle, hashing on the way. Returns (sha256 hex, size).
+
+    A body shorter than its Content-Length is an error, not a smaller image.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with contextlib.closing(_open(url, timeout)) as response:
+            length = response.headers.get("Content-Length")
+            while True:
+                chunk = response.read(CHUNK_SIZE)
+                if not chunk:
+                    break
+                handle.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+    except _NETWORK_ERRORS as exc:
+        raise DownloadError("Downloading %s failed after %d bytes: %s" % (redact_url(url), size, exc), url=redact_url(url))
+    if length is not None and length.isdigit() and int(length) != size:
+        raise DownloadError("Downloading %s was cut short: received %d of %s bytes" % (redact_url(url), size, length),
+                            url=redact_url(url))
+    return digest.hexdigest(), size
+
+
+def fetch_text(url, timeout, limit=SUMS_MAX_BYTES):
+    """A small text file (a SHA256SUMS file) from url."""
+    try:
+        with contextlib.closing(_open(url, timeout)) as response:
+            data = response.read(limit + 1)
+    except _NETWORK_ERRORS as exc:
+        raise DownloadError("Fetching %s failed: %s" % (redact_url(url), exc), url=redact_url(url))
+    if len(data) > limit:
+        raise DownloadError("%s is larger than %d bytes: not a SHA256SUMS file" % (redact_url(url), limit), url=redact_url(url))
+    return data.decode("utf-8", "replace")
+
+
+def expected_from_sums(text, filename, sums_url=""):
+    """The digest for filename in a SHA256SUMS file ('HEX  name', 'HEX *name' or 'SHA256 (name) = HEX')."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("SHA256 (") and ") = " in line:
+            name, digest = line[len("SHA256 ("):].rsplit(") = ", 1)
+        else:
+            fields = line.split(None, 1)
+            if len(fields) != 2:
+                continue
+            digest, name = fields
+            name = name[1:] if name.startswith("*") else name
+        if name.strip() in (filename, "./" + filename) and len(digest) == 64:
+            try:
+                int(digest, 16)
+            except ValueError:
+                continue
+            return digest.lower()
+    raise DownloadError("%s lists no sha256 for %s" % (redact_url(sums_url) or "the SHA256SUMS file", filename),
+                        url=redact_url(sums_url))
+
+
+def url_basename(url):
+    return unquote(posixpath.basename(urlsplit(url).path))
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Turn SIGTERM/SIGHUP into an exception so that the finally blocks remove partial files."""
+    def handler(signum, frame):
+        raise DownloadError("Interrupted by signal %d; the partial download was removed" % signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except (ValueError, OSError):  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+class ImageBackend(Backend):
+    """nspawn_image: an image in /var/lib/machines from a URL, verified, with its origin recorded."""
+
+    def run(self):
+        params = self.module.params
+        name = check_machine_name(params["name"])
+        check_timeout(params["timeout"])
+        url, export_to = params["url"], params["export_to"]
+        if url:
+            check_url(url)
+        checksum = parse_checksum(params["checksum"])
+        for value in (url, params["checksum"]):
+            secret = url_password(value or "")
+            if secret:
+                self.module.no_log_values.add(secret)
+        if export_to:
+            self._check_export_to(export_to, params["state"])
+
+        mc = Machinectl(self.runner)
+        mc.require_tools()
+        mc.probe_version()  # first, so that check mode runs the same reads as a real run
+        image = mc.show_image(name)
+        origin = read_origin(name)
+        if params["state"] == "absent":
+            self._absent(mc, name, image)
+        else:
+            self._present(mc, name, image, origin, url, checksum, export_to)
+
+    # -- state=absent --------------------------------------------------------
+
+    def _absent(self, mc, name, image):
+        plan = []
+        if image is not None:
+            if mc.show(name) is not None:
+                raise ModuleFailure("image %s is in use by the running machine %s: stop it first with nspawn.nixos.nspawn_machine "
+                                    "(state: stopped)" % (name, name))
+            plan.append("remove")
+        if os.path.lexists(origin_path(name)):
+            plan.append("remove_origin")
+        self.result.update(changed=bool(plan), image=None, origin=None, drift={})
+        self.set_diff(dict(state="absent" if image is None else "present"), dict(state="absent"))
+        if self.module.check_mode:
+            self.actions.extend(plan)
+            return
+        for step in plan:
+            self.actions.append(step)
+            if step == "remove":
+                mc.act("remove", name)
+            else:
+                remove_file(origin_path(name))
+
+    # -- state=present -------------------------------------------------------
+
+    def _present(self, mc, name, image, origin, url, checksum, export_to):
+        params = self.module.params
+        requested = dict(url=redact_url(url), checksum=redact_url(params["checksum"]),
+                         sha256=checksum[1] if checksum and checksum[0] == "hex" else None)
+        plan, drift, how = [], {}, None
+        if image is None:
+            if not url:
+                raise ValidationError("url: required to create the image %s, which does not exist" % name)
+            how = self._method(mc, url, checksum)
+            plan.append(how)
+        elif url:
+            drift = _drift(origin, requested)
+            if drift and not params["force"]:
+                self.module.warn("image %s exists but its recorded origin differs from the request (%s); it was left as it is. "
+                                 "Set force: true to replace it (the container's data in it is lost)."
+                                 % (name, ", ".join(sorted(drift))))
+            elif drift:
+                if mc.show(name) is not None:
+                    raise ModuleFailure("image %s differs from the request but the machine %s is running: stop it first with "
+                                        "nspawn.nixos.nspawn_machine, then replace the image with force: true" % (name, name))
+                how = self._method(mc, url, checksum)
+                # A download is verified before the old image goes; importd can only pull over a removed one.
+                plan.extend(["remove", "pull"] if how == "pull" else ["replace"])
+        exported = bool(export_to) and os.path.exists(export_to)
+        if export_to and (not exported or params["force"]):
+            plan.append("export")
+            if image is not None and mc.show(name) is not None:
+                self.module.warn("machine %s is running: the export of its image may be inconsistent" % name)
+
+        before = dict(state="absent" if image is None else "present",
+                      url=(origin or {}).get("url"), sha256=(origin or {}).get("sha256"))
+        after = dict(state="present", url=requested["url"], sha256=requested["sha256"]) if how else dict(before)
+        if export_to:
+            before["exported"], after["exported"] = exported, True
+        self.set_diff(before, after)
+        self.result.update(changed=bool(plan), drift=drift, origin=origin, sha256=(origin or {}).get("sha256"))
+
+        if self.module.check_mode:
+            self.actions.extend(_expand(plan))
+            self.result["image"] = image
+            return
+        for step in plan:
+            if step == "remove":
+                self.actions.append("remove")
+                mc.act("remove", name)
+            elif step in ("pull", "download", "replace"):
+                self._acquire(mc, name, url, checksum, how, requested, replace=step == "replace")
+            else:
+                self._export(mc, name, export_to)
+        self.result["image"] = mc.show_image(name) if plan else image
+
+    def _method(self, mc, url, checksum):
+        """'pull' (importd downloads) or 'download' (this module downloads, verifies, then imports)."""
+        params = self.module.params
+        method, verify = params["method"], params["verify"]
+        scheme = urlsplit(url).scheme.lower()
+        importd = mc.importd_available()
+        if method == "pull":
+            if checksum:
+                raise ValidationError("checksum: needs method=download or auto; importd cannot verify a pinned checksum")
+            if scheme == "file" or not importd:
+                raise ValidationError("method: pull needs systemd-importd and an http(s) URL; use method=auto or download")
+            return "pull"
+        if method == "auto" and not checksum and scheme != "file" and importd:
+            return "pull"
+        if verify == "signature":
+            raise ValidationError("verify: signature is only checked by importd (method=pull, no checksum); "
+                                  "give checksum: sha256:... to verify a download")
+        if not importd and image_kind(url) == "raw" and not url_path(url).lower().endswith((".raw", ".img")):
+            raise ValidationError("url: systemd-importd is not installed, so only .tar images and uncompressed .raw images "
+                                  "can be imported; this one needs importd to be unpacked")
+        return "download"
+
+    def _acquire(self, mc, name, url, checksum, how, requested, replace=False):
+        verify = self.module.params["verify"]
+        sha256 = None
+        if how == "pull":
+            self.actions.append("pull")
+            self.runner.run(mc.pull_argv(url, name, verify), msg="Pulling %s as %s failed" % (redact_url(url), name))
+        else:
+            sha256 = self._download_import(mc, name, url, checksum, replace)
+            verify = "sha256" if checksum or verify == "checksum" else "no"
+        if not checksum and verify == "no":
+            self.module.warn("image %s from %s is not verified%s" % (
+                name, redact_url(url),
+                "; its sha256 is %s: pin it with checksum: sha256:%s" % (sha256, sha256) if sha256 else
+                ": give checksum: sha256:<hex> (or verify: checksum where the server publishes SHA256SUMS)"))
+        origin = dict(name=name, url=requested["url"], checksum=requested["checksum"], sha256=sha256 or requested["sha256"],
+                      method=how, verify=verify, kind=image_kind(url),
+                      time=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat())
+        self.actions.append("record_origin")
+        write_json_atomic(self.module, origin_path(name), origin)
+        self.result.update(origin=origin, sha256=origin["sha256"])
+        if "diff" in self.result:
+            self.result["diff"]["after"]["sha256"] = origin["sha256"]
+
+    def _download_import(self, mc, name, url, checksum, replace):
+        timeout = self.module.params["timeout"]
+        sums_url = expected = None
+        if checksum:
+            expected, sums_url = (checksum[1], None) if checksum[0] == "hex" else (None, checksum[1])
+        elif self.module.params["verify"] == "checksum":
+            parts = urlsplit(url)
+            sums_url = urlunsplit(parts._replace(path=posixpath.dirname(parts.path) + "/SHA256SUMS", query="", fragment=""))
+        if not os.path.isdir(IMAGE_STORE):
+            os.makedirs(IMAGE_STORE, 0o700)
+        with interruptible():
+            if sums_url:
+                expected = expected_from_sums(fetch_text(sums_url, timeout), url_basename(url), sums_url)
+            fd, part = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=IMAGE_STORE)
+            try:
+                self.actions.append("download")
+                with os.fdopen(fd, "wb") as handle:
+                    sha256, dummy = download(url, handle, timeout)
+                if expected and sha256 != expected:
+                    raise DownloadError("Checksum mismatch for %s: expected sha256 %s, got %s; the download was discarded"
+                                        % (redact_url(url), expected, sha256), url=redact_url(url), sha256=sha256)
+                if replace:
+                    self.actions.append("remove")
+                    mc.act("remove", name)
+                self.actions.append("import")
+                kind = image_kind(url)
+                if mc.importd_available():
+                    self.runner.run(mc.import_argv(kind, part, name), msg="Importing the download of %s as %s failed" % (redact_url(url), name))
+                else:
+                    self._unpack(part, name, kind)
+            finally:
+                remove_file(part)
+        return sha256
+
+    def _unpack(self, part, name, kind):
+        """Import without importd (RHEL family): unpack next to the final place, then rename."""
+        dest = os.path.join(IMAGE_STORE, name + (".raw" if kind == "raw" else ""))
+        if os.path.lexists(dest):
+            raise ModuleFailure("%s already exists but machined does not list it as an image: move it away first" % dest)
+        if kind == "raw":
+            os.rename(part, dest)
+            return
+        tree = tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".d", dir=IMAGE_STORE)
+        try:
+            os.chmod(tree, 0o755)
+            self.runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", part, "-C", tree],
+                            msg="Unpacking the image %s failed" % name)
+            os.rename(tree, dest)
+        finally:
+            if os.path.lexists(tree):
+                shutil.rmtree(tree, ignore_errors=True)
+
+    # -- export_to ---------------------------------------------------------------
+
+    def _check_export_to(self, path, state):
+        check_text(path, "export_to")
+        if state == "absent":
+            raise ValidationError("export_to: only applies with state=present")
+        if not os.path.isabs(path):
+            raise ValidationError("export_to: must be an absolute path, got %r" % path)
+        if not export_kind(path):
+            raise ValidationError("export_to: the file name must end in .tar, .tar.gz, .tar.xz, .tar.bz2 (export-tar) or "
+                                  ".raw, .raw.gz, .raw.xz, .raw.bz2 (export-raw), got %r" % os.path.basename(path))
+        if not os.path.isdir(os.path.dirname(path)):
+            raise ValidationError("export_to: the directory %s does not exist" % os.path.dirname(path))
+
+    def _export(self, mc, name, path):
+        """Export to a hidden file beside path (same suffix, so importd picks the same compression), then rename."""
+        self.actions.append("export")
+        directory, base = os.path.split(path)
+        fd, partial = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + base, dir=directory)
+        os.close(fd)
+        os.unlink(partial)  # the export tool creates the file itself
+        try:
+            self.runner.run(mc.export_argv(export_kind(path), name, partial), msg="Exporting %s to %s failed" % (name, path))
+            os.chmod(partial, 0o600)
+            os.rename(partial, path)
+        finally:
+            remove_file(partial)
+        self.result["export_to"] = path
+
+
+def _expand(plan):
+    """Planned steps as the actions a real run reports."""
+    actions = []
+    for step in plan:
+        actions.extend({
+            "pull": ["pull", "record_origin"],
+            "download": ["download", "import", "record_origin"],
+            "replace": ["download", "remove", "import", "record_origin"],
+        }.get(step, [step]))
+    return actions
+
+
+def _drift(origin, requested):
+    """How the recorded origin differs from the requested url / pinned sha256 ({} when it does not)."""
+    if origin is None:
+        return dict(url=dict(recorded=None, requested=requested["url"]))
+    drift = {}
+    if origin.get("url") != requested["url"]:
+        drift["url"] = dict(recorded=origin.get("url"), requested=requested["url"])
+    if requested["sha256"] and origin.get("sha256") != requested["sha256"]:
+        drift["sha256"] = dict(recorded=origin.get("sha256"), requested=requested["sha256"])
+    return drift

@@ -1,0 +1,407 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""machinectl, importctl and systemd-run: version probe, show, list, actions, waiting.
+
+All command lines of the collection that talk to machined or importd are built
+here, so that no module repeats them. Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, read_os_release, remove_origin
+from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
+    ValidationError, check_machine_name, check_timeout,
+)
+
+# systemd 256 moved image transfers to importctl; machinectl pull-tar/... still
+# work there but only redirect to it.
+IMPORTCTL_MIN_VERSION = 256
+IMPORTD_BINARIES = ("/usr/lib/systemd/systemd-importd", "/lib/systemd/systemd-importd")
+POLL_INTERVAL = 0.2
+TERMINATE_GRACE = 10
+WAIT_INTERVAL = 0.5
+# Tried in order inside the machine: NixOS keeps systemctl under /run/current-system/sw/bin,
+# which the PATH of a systemd-run unit may not include.
+SYSTEMCTL_PATHS = ("/run/current-system/sw/bin/systemctl", "/usr/bin/systemctl", "/bin/systemctl")
+SYSTEM_UP_STATES = ("running", "degraded")
+
+_TAR_RE = re.compile(r"\.(tar|tar\.gz|tgz|tar\.xz|txz|tar\.bz2|tbz2|tar\.zst|tzst)$", re.IGNORECASE)
+_RAW_RE = re.compile(r"\.(raw|img|qcow2)(\.(gz|xz|bz2|zst))?$", re.IGNORECASE)
+# Suffixes importd's export picks a compression from (machinectl(1), importctl(1)).
+_EXPORT_RE = re.compile(r"\.(tar|raw)(\.(gz|xz|bz2))?$")
+
+# Indirection so that unit tests can run the polling loops on a fake clock.
+_monotonic = time.monotonic
+_sleep = time.sleep
+
+
+class WaitTimeout(ModuleFailure):
+    """A polling loop ran out of time; the message says what it waited for."""
+
+
+def parse_systemd_version(text):
+    """'systemd 252 (252.39-1~deb12u2)' -> 252."""
+    match = re.match(r"\s*systemd\s+(\d+)", text or "")
+    if not match:
+        raise ValueError("cannot read the systemd version from %r" % (text or "").splitlines()[:1])
+    return int(match.group(1))
+
+
+def parse_properties(text):
+    """key=value lines of 'machinectl show'/'show-image' -> dict (the value may contain '=')."""
+    props = {}
+    for line in (text or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key:
+            props[key] = value
+    return props
+
+
+def _json_rows(text):
+    """The JSON array in the output of 'list -o json', or None when the output is a table."""
+    stripped = (text or "").strip()
+    for candidate in [stripped] + [line.strip() for line in stripped.splitlines()]:
+        if candidate.startswith("["):
+            try:
+                rows = json.loads(candidate)
+            except ValueError:
+                continue
+            if isinstance(rows, list):
+                return rows
+    return None
+
+
+def _dash_to_none(value):
+    return None if value in (None, "", "-", "n/a") else value
+
+
+def parse_machine_list(text):
+    """Output of 'machinectl list --no-legend -o json' (or the plain table) -> list of dicts."""
+    rows = _json_rows(text)
+    keys = ("name", "class", "service", "os", "version", "addresses")
+    if rows is not None:
+        return [
+            dict((key, _dash_to_none(row.get("machine" if key == "name" else key))) for key in keys)
+            for row in rows if isinstance(row, dict)
+        ]
+    machines = []
+    for line in (text or "").splitlines():
+        fields = line.split(None, 5)
+        if not fields or line.startswith(" "):  # continuation lines hold further addresses
+            continue
+        fields += [None] * (6 - len(fields))
+        machines.append(dict((key, _dash_to_none(value)) for key, value in zip(keys, fields)))
+    return machines
+
+
+def parse_image_list(text):
+    """Output of 'machinectl list-images --no-legend -o json' (or the plain table) -> list of dicts."""
+    rows = _json_rows(text)
+    if rows is not None:
+        return [
+            dict(name=row.get("name"), type=row.get("type"), read_only=bool(row.get("ro")),
+                 usage=row.get("usage"), created=row.get("created"), modified=row.get("modified"))
+            for row in rows if isinstance(row, dict)
+        ]
+    images = []
+    for line in (text or "").splitlines():
+        fields = line.split(None, 4)
+        if len(fields) < 3:
+            continue
+        images.append(dict(name=fields[0], type=fields[1], read_only=fields[2] == "yes",
+                           usage=_dash_to_none(fields[3]) if len(fields) > 3 else None,
+                           created=None, modified=None))
+    return images
+
+
+def url_path(url):
+    return re.split(r"[?#]", url, maxsplit=1)[0]
+
+
+def image_kind(url_or_path):
+    """'raw' for .raw/.img/.qcow2 (optionally compressed), else 'tar'."""
+    return "raw" if _RAW_RE.search(url_path(url_or_path)) else "tar"
+
+
+def export_kind(path):
+    """'tar' or 'raw' from an export file name, None when importd cannot write that format."""
+    match = _EXPORT_RE.search(path)
+    return match.group(1) if match else None
+
+
+class Machinectl(object):
+    """One host's machined and importd, through their command line tools."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.module = runner.module
+        self._version = None
+        self._importctl = None
+
+    # -- probes -------------------------------------------------------------
+
+    def require_tools(self):
+        if not self.module.get_bin_path("machinectl"):
+            raise ModuleFailure("machinectl was not found: install systemd-container (same package name on Debian, Ubuntu, Fedora and Rocky)")
+
+    @property
+    def version(self):
+        if self._version is None:
+            argv = ["systemctl", "--version"]
+            rc, out, err = self.runner.run(argv, msg="Cannot read the systemd version")
+            try:
+                self._version = parse_systemd_version(out)
+            except ValueError as exc:
+                raise CommandError(str(exc), argv, rc, out, err)
+        return self._version
+
+    def probe_version(self):
+        return self.version
+
+    @property
+    def uses_importctl(self):
+        """Transfers go through importctl on systemd >= 256 when it is installed."""
+        if self._importctl is None:
+            self._importctl = self.version >= IMPORTCTL_MIN_VERSION and bool(self.module.get_bin_path("importctl"))
+        return self._importctl
+
+    @staticmethod
+    def importd_available():
+        return any(os.path.exists(path) for path in IMPORTD_BINARIES)
+
+    # -- queries ------------------------------------------------------------
+
+    def _show(self, verb, name, missing):
+        rc, out, err = self.runner.run(["machinectl", verb, name], check=False)
+        if rc == 0:
+            return parse_properties(out)
+        if missing in err:
+            return None
+        raise CommandError("machinectl %s %s failed (rc=%s): %s" % (verb, name, rc, err.strip()),
+                           ["machinectl", verb, name], rc, out, err)
+
+    def show(self, name):
+        """Properties of a registered (running) machine, None when it is not running."""
+        return self._show("show", name, "No machine")
+
+    def show_image(self, name):
+        """Properties of an image, None when there is none by that name."""
+        return self._show("show-image", name, "No image")
+
+    def list_machines(self):
+        dummy, out, dummy = self.runner.run(["machinectl", "list", "--no-legend", "--no-pager", "-o", "json"])
+        return parse_machine_list(out)
+
+    def list_images(self):
+        dummy, out, dummy = self.runner.run(["machinectl", "list-images", "--no-legend", "--no-pager", "-o", "json"])
+        return parse_image_list(out)
+
+    def is_enabled(self, name):
+        dummy, out, dummy = self.runner.run(["systemctl", "is-enabled", unit_name(name)], check=False)
+        return (out.strip().splitlines() or [""])[0] in ("enabled", "enabled-runtime")
+
+    def leader(self, name):
+        """The machine's leader PID, None when the machine is not running."""
+        props = self.show(name)
+        return _int_or_none(props.get("Leader")) if props else None
+
+    def journal_tail(self, name, lines=20):
+        dummy, out, err = self.runner.run(
+            ["journalctl", "-u", unit_name(name), "-n", str(lines), "--no-pager"], check=False)
+        return (out or err).strip()
+
+    # -- machine actions ----------------------------------------------------
+
+    def act(self, verb, name):
+        """start, poweroff, reboot, terminate, enable, disable, remove."""
+        self.runner.run(["machinectl", verb, name], msg="machinectl %s %s failed" % (verb, name))
+
+    def wait_gone(self, name, timeout):
+        """Poll until machined no longer knows the machine (poweroff returns before it finishes)."""
+        deadline = _monotonic() + timeout
+        while True:
+            if self.show(name) is None:
+                return
+            if _monotonic() >= deadline:
+                raise WaitTimeout("machine %s was still running %s seconds after it was told to stop" % (name, timeout))
+            _sleep(POLL_INTERVAL)
+
+    def wait_new_leader(self, name, old_leader, timeout):
+        """Poll until the machine runs again with a leader other than old_leader (reboot returns early)."""
+        deadline = _monotonic() + timeout
+        while True:
+            leader = self.leader(name)
+            if leader and leader != old_leader:
+                return leader
+            if _monotonic() >= deadline:
+                raise WaitTimeout("machine %s did not come back from its reboot within %s seconds (leader %s)" % (name, timeout, old_leader))
+            _sleep(POLL_INTERVAL)
+
+    def system_state_argv(self, name):
+        # No '$' in the script: the service manager running it expands $VAR in ExecStart= arguments.
+        script = "; ".join("[ -x %s ] && exec %s is-system-running" % (path, path) for path in SYSTEMCTL_PATHS) + "; exit 127"
+        return ["systemd-run", "-M", name, "--wait", "--pipe", "-q", "/bin/sh", "-c", script]
+
+    def wait_system_running(self, name, timeout):
+        """Poll the container's own systemd until it reports running or degraded; returns that state."""
+        deadline = _monotonic() + timeout
+        last = ""
+        while True:
+            rc, out, err = self.runner.run(self.system_state_argv(name), check=False)
+            state = (out.strip().splitlines() or [""])[-1].strip()
+            if state in SYSTEM_UP_STATES:
+                return state
+            last = state or err.strip() or "rc=%s" % rc
+            if _monotonic() >= deadline:
+                raise WaitTimeout("the system manager in machine %s did not reach running or degraded within %s seconds (last: %s)"
+                                  % (name, timeout, last[-500:]))
+            _sleep(WAIT_INTERVAL)
+
+    # -- transfers ----------------------------------------------------------
+
+    def _transfer_argv(self, verb, args):
+        if self.uses_importctl:
+            return ["importctl", verb, "--class=machine", "-q"] + args
+        return ["machinectl", verb] + args
+
+    def pull_argv(self, url, name, verify):
+        kind = image_kind(url)
+        return self._transfer_argv("pull-%s" % kind, [url, name, "--verify=%s" % verify])
+
+    def import_argv(self, kind, path, name):
+        return self._transfer_argv("import-%s" % kind, [path, name])
+
+    def export_argv(self, kind, name, path):
+        return self._transfer_argv("export-%s" % kind, [name, path])
+
+
+def unit_name(name):
+    return "systemd-nspawn@%s.service" % name
+
+
+def _int_or_none(value):
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return None
+    return value or None
+
+
+class MachineBackend(Backend):
+    """nspawn_machine: state running/stopped/restarted/absent and enabled of one machine."""
+
+    def run(self):
+        params = self.module.params
+        name = check_machine_name(params["name"])
+        timeout = check_timeout(params["timeout"])
+        state = params["state"]
+        if state == "absent" and params["enabled"]:
+            raise ValidationError("enabled: cannot be true with state=absent (an absent machine is also disabled)")
+        if params["remove_image"] and state != "absent":
+            raise ValidationError("remove_image: only applies with state=absent")
+        want_enabled = False if state == "absent" else params["enabled"]
+
+        mc = Machinectl(self.runner)
+        mc.require_tools()
+        info = mc.show(name)
+        if info and info.get("State") == "closing":
+            # Already on its way down: a real run lets it finish, check mode treats it as stopped.
+            if not self.module.check_mode:
+                mc.wait_gone(name, timeout)
+            info = None
+        enabled = mc.is_enabled(name)
+        image = mc.show_image(name)
+
+        plan = self._plan(state, info is not None, want_enabled, enabled, image is not None, params["remove_image"])
+        if "start" in plan and image is None:
+            raise ModuleFailure("machine %s cannot start: there is no image named %s (create it with nspawn.nixos.nspawn_image)" % (name, name))
+
+        before = dict(state=_machine_state(info, image), enabled=enabled)
+        after_enabled = enabled if want_enabled is None else want_enabled
+        if "remove_image" in plan:
+            after_state = "absent"
+        elif state in ("running", "restarted"):
+            after_state = "running"
+        else:
+            after_state = before["state"] if before["state"] == "absent" else "stopped"
+        self.result.update(changed=bool(plan), name=name)
+        self.set_diff(before, dict(state=after_state, enabled=after_enabled))
+
+        if self.module.check_mode:
+            self.actions.extend(plan)
+        else:
+            for step in plan:
+                self._do(mc, step, name, info, timeout)
+            info = mc.show(name) if plan else info
+            if "remove_image" in plan:
+                image = None
+        self.result.update(
+            state=after_state,
+            enabled=after_enabled,
+            leader=_int_or_none(info.get("Leader")) if info and after_state == "running" else None,
+            os_release=read_os_release(image.get("Path")) if image else {},
+        )
+
+    @staticmethod
+    def _plan(state, running, want_enabled, enabled, has_image, remove_image):
+        plan = []
+        if state == "running" and not running:
+            plan.append("start")
+        elif state == "restarted":
+            plan.append("reboot" if running else "start")
+        elif state in ("stopped", "absent") and running:
+            plan.append("stop")
+        if want_enabled is True and not enabled:
+            plan.append("enable")
+        elif want_enabled is False and enabled:
+            plan.append("disable")
+        if state == "absent" and remove_image and has_image:
+            plan.append("remove_image")
+        return plan
+
+    def _do(self, mc, step, name, info, timeout):
+        self.actions.append(step)
+        if step == "start":
+            try:
+                mc.act("start", name)
+                self._wait_up(mc, name, timeout)
+            except ModuleFailure as exc:
+                exc.msg = "%s\nLast lines of the journal of %s:\n%s" % (exc.msg, unit_name(name), mc.journal_tail(name))
+                raise
+        elif step == "reboot":
+            mc.act("reboot", name)
+            mc.wait_new_leader(name, _int_or_none((info or {}).get("Leader")), timeout)
+            self._wait_up(mc, name, timeout)
+        elif step == "stop":
+            mc.act("poweroff", name)
+            try:
+                mc.wait_gone(name, timeout)
+            except WaitTimeout:
+                self.module.warn("machine %s did not power off within %s seconds: terminating it" % (name, timeout))
+                self.actions.append("terminate")
+                mc.act("terminate", name)
+                mc.wait_gone(name, TERMINATE_GRACE)
+        elif step == "remove_image":
+            mc.act("remove", name)
+            remove_origin(name)
+        else:
+            mc.act(step, name)
+
+    def _wait_up(self, mc, name, timeout):
+        if self.module.params["wait"]:
+            self.result["system_state"] = mc.wait_system_running(name, timeout)
+
+
+def _machine_state(info, image):
+    if info:
+        return "running"
+    return "stopped" if image else "absent"

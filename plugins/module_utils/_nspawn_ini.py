@@ -1,0 +1,351 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""systemd .nspawn files for the nspawn_settings module: parse, edit, render, validate.
+
+``NspawnFile(text).render()`` gives back ``text`` byte for byte: every comment, blank
+line, odd spacing, line ending and continuation line is kept, and an edit rewrites only
+the lines of the keys it touches. The file is read the way systemd's config_parse()
+reads it (systemd.syntax(7)):
+
+* lines end at LF, CRLF or a lone CR; ``#`` or ``;`` after optional blanks starts a comment
+  (only at the start of a line: ``Key=a # b`` has the value ``a # b``);
+* a line ending in an odd number of backslashes continues on the next line (the backslash
+  reads as a space); comment lines inside a continuation are skipped;
+* key and value are stripped of blanks around ``=``; repeated keys are kept in order.
+
+Every setting is read only when systemd-nspawn starts, so any change of the effective
+settings of a running machine needs ``machinectl reboot`` (systemd-nspawn@.service
+restarts systemd-nspawn on the container's reboot, which reads the file again).
+
+Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import namedtuple
+
+BLANKS = " \t\n\r"
+SECTIONS = ("Exec", "Files", "Network")
+_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+
+KeySpec = namedtuple("KeySpec", "since multi words replaced_by")
+"""since: first systemd version whose nspawn parser knows the key; multi: repeated lines add up
+(Bind=, Port=, ...) instead of the last one winning; words: one value may itself hold several
+whitespace-separated items (Capability=CAP_A CAP_B); replaced_by: the newer name of an old key."""
+
+
+# From the parser tables (src/nspawn/nspawn-gperf.gperf) of every release v226..v256 and a
+# current main snapshot (the same keys as v256, so also 257), cross-checked with the
+# "Added in version" notes of systemd.nspawn(5); the man page is later only for KillSignal=
+# (230; the parser has it since 226). "*" marks keys whose repeated lines add up (Bind=,
+# Port=, ...; for the others a later line overrides an earlier one), "+" keys whose value
+# is split at whitespace into several items (their parsers loop over extract_first_word()).
+_TABLE = """
+Exec 226 Boot Parameters*+ Environment*+ User Capability*+ DropCapability*+ KillSignal Personality MachineID
+Exec 229 ProcessTwo WorkingDirectory
+Exec 230 PrivateUsers
+Exec 231 NotifyReady
+Exec 233 PivotRoot
+Exec 235 SystemCallFilter*+
+Exec 239 NoNewPrivileges OOMScoreAdjust CPUAffinity*+ Hostname ResolvConf Timezone LinkJournal
+Exec 239 LimitCPU LimitFSIZE LimitDATA LimitSTACK LimitCORE LimitRSS LimitNOFILE LimitAS LimitNPROC
+Exec 239 LimitMEMLOCK LimitLOCKS LimitSIGPENDING LimitMSGQUEUE LimitNICE LimitRTPRIO LimitRTTIME
+Exec 240 Ephemeral
+Exec 248 AmbientCapability*+
+Exec 250 SuppressSync
+Files 226 ReadOnly Volatile Bind* BindReadOnly* TemporaryFileSystem*
+Files 230 PrivateUsersChown
+Files 233 Overlay* OverlayReadOnly*
+Files 242 Inaccessible*
+Files 249 BindUser*+ PrivateUsersOwnership
+Network 226 Private VirtualEthernet Interface*+ MACVLAN*+ IPVLAN*+ Bridge Port*
+Network 228 VirtualEthernetExtra*
+Network 230 Zone
+"""
+# Old names the parser still accepts.
+_REPLACED = {("Files", "PrivateUsersChown"): "PrivateUsersOwnership"}
+
+
+def _load_table(table):
+    keys = dict((section, {}) for section in SECTIONS)
+    for row in table.split("\n"):
+        if row.strip():
+            section, since, names = row.split(None, 2)
+            for name in names.split():
+                key = name.rstrip("*+")
+                keys[section][key] = KeySpec(int(since), "*" in name, "+" in name, _REPLACED.get((section, key)))
+    return keys
+
+
+KEYS = _load_table(_TABLE)
+
+
+class NspawnSettingsError(ValueError):
+    """A section, key or value that cannot go into a .nspawn file; the message names it."""
+
+
+class _Entry(object):
+    """One logical line: its exact text (physical lines with their endings) and what it means."""
+
+    __slots__ = ("kind", "raw", "section", "key", "value")
+
+    def __init__(self, kind, raw, section=None, key=None, value=None):
+        self.kind, self.raw, self.section, self.key, self.value = kind, raw, section, key, value
+
+    def is_key(self, section, key=None):
+        return self.kind == "assignment" and self.section == section and (key is None or self.key == key)
+
+
+def _continues(logical):
+    """systemd's rule: an unescaped backslash at the end (an odd run of them) continues the line."""
+    run = len(logical) - len(logical.rstrip("\\"))
+    return run % 2 == 1
+
+
+def _classify(raw, logical, section):
+    line = logical.strip(BLANKS)
+    if not line:
+        return _Entry("blank", raw, section)
+    if line.startswith("["):
+        if line.endswith("]") and len(line) > 1:
+            return _Entry("section", raw, line[1:-1])
+        return _Entry("invalid", raw, section)
+    key, equals, value = line.partition("=")
+    if not equals or not key.strip(BLANKS):
+        return _Entry("invalid", raw, section)
+    return _Entry("assignment", raw, section, key.strip(BLANKS), value.strip(BLANKS))
+
+
+def _parse(text):
+    entries, section, pending = [], None, None
+    pos = 0
+    while pos < len(text):
+        raw = _LINE_RE.match(text, pos).group(0)
+        pos += len(raw)
+        body = raw.rstrip("\r\n")
+        if body.lstrip(BLANKS)[:1] in ("#", ";"):
+            if pending:
+                pending[0] += raw  # systemd skips comment lines inside a continuation
+            else:
+                entries.append(_Entry("comment", raw, section))
+            continue
+        if pos == len(raw) and body.startswith(u"\ufeff"):
+            body = body[1:]  # systemd skips a byte order mark, after its comment check
+        raw_all, logical = (pending[0] + raw, pending[1] + body) if pending else (raw, body)
+        if _continues(logical):
+            pending = [raw_all, logical[:-1] + " "]
+            continue
+        pending = None
+        entry = _classify(raw_all, logical, section)
+        section = entry.section
+        entries.append(entry)
+    if pending:
+        entries.append(_classify(pending[0], pending[1], section))
+    return entries
+
+
+def check_value(value, where):
+    """Rejects what cannot be written as one line that systemd reads back as exactly ``value``."""
+    for char, label in (("\n", "a newline"), ("\r", "a carriage return"), ("\0", "a NUL character")):
+        if char in value:
+            raise NspawnSettingsError("%s: value %r contains %s" % (where, value, label))
+    if value != value.strip(" \t"):
+        raise NspawnSettingsError("%s: value %r has leading or trailing blanks, which systemd strips" % (where, value))
+    if _continues(value):
+        raise NspawnSettingsError("%s: value %r ends with a backslash, which systemd reads as a line continuation" % (where, value))
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NspawnSettingsError("%s: value %r is not valid UTF-8 text" % (where, value))
+    return value
+
+
+def to_values(value, section, key):
+    """Ansible data to the list of values of one key: bool -> yes/no, int -> str, list -> repeated key.
+
+    None and [] mean "no lines for this key". Floats, dicts and nested lists are refused.
+    """
+    where = "[%s] %s=" % (section, key)
+    items = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
+    values = []
+    for item in items:
+        if isinstance(item, bool):
+            values.append("yes" if item else "no")
+        elif isinstance(item, int):
+            values.append(str(item))
+        elif isinstance(item, str):
+            values.append(check_value(item, where))
+        else:
+            raise NspawnSettingsError("%s: %r is a %s; use a string, an integer, a boolean or a list of them"
+                                      % (where, item, type(item).__name__))
+    return values
+
+
+def _host(systemd_version):
+    return "" if systemd_version is None else " (this host runs systemd %s)" % systemd_version
+
+
+def _major(systemd_version):
+    """252 from 252, "252" or "252.19-1~deb12u1"."""
+    match = re.match(r"\s*(\d+)", str(systemd_version))
+    if not match:
+        raise NspawnSettingsError("cannot read a systemd version from %r" % (systemd_version,))
+    return int(match.group(1))
+
+
+def check_key(section, key, systemd_version=None):
+    """The KeySpec of ``[section] key=``; raises when systemd.nspawn(5) of that version has no such key."""
+    if section not in KEYS:
+        raise NspawnSettingsError("[%s] is not a section of .nspawn files; systemd.nspawn(5) has [Exec], [Files] and [Network]%s"
+                                  % (section, _host(systemd_version)))
+    spec = KEYS[section].get(key)
+    if spec is None:
+        elsewhere = [name for name in SECTIONS if key in KEYS[name]]
+        hint = "; %s= belongs in [%s]" % (key, elsewhere[0]) if elsewhere else ""
+        raise NspawnSettingsError("[%s] %s= is not a setting of systemd.nspawn(5)%s%s" % (section, key, hint, _host(systemd_version)))
+    if systemd_version is not None and _major(systemd_version) < spec.since:
+        raise NspawnSettingsError("[%s] %s= needs systemd %d or later; this host runs systemd %s"
+                                  % (section, key, spec.since, systemd_version))
+    return spec
+
+
+def check_setting(section, key, values, systemd_version=None):
+    """check_key(), and a single value for keys where a later line would override an earlier one."""
+    spec = check_key(section, key, systemd_version)
+    if len(values) > 1 and not spec.multi:
+        raise NspawnSettingsError("[%s] %s= takes one value, got %d: %r (systemd would use only the last)"
+                                  % (section, key, len(values), values))
+    return spec
+
+
+class NspawnFile(object):
+    """A parsed .nspawn file; ``render()`` of an unedited file is the text it was parsed from."""
+
+    def __init__(self, text=""):
+        self.entries = _parse(text)
+        self.newline = "\r\n" if "\r\n" in text else "\n"
+
+    def render(self):
+        return "".join(entry.raw for entry in self.entries)
+
+    def get(self, section, key):
+        """The values of ``key`` in ``section`` (every [section] block), in file order."""
+        return [entry.value for entry in self.entries if entry.is_key(section, key)]
+
+    def invalid_lines(self):
+        """[(line number, text)] of lines systemd ignores with a warning, or refuses ("[Broken")."""
+        found, number = [], 1
+        for entry in self.entries:
+            if entry.kind == "invalid":
+                found.append((number, entry.raw.rstrip("\r\n")))
+            number += len(_LINE_RE.findall(entry.raw)) - 1
+        return found
+
+    def to_dict(self):
+        """{section: {key: [values]}} of every assignment inside a section."""
+        result = {}
+        for entry in self.entries:
+            if entry.kind == "assignment" and entry.section is not None:
+                result.setdefault(entry.section, {}).setdefault(entry.key, []).append(entry.value)
+        return result
+
+    def _line(self, kind, text, section=None, key=None, value=None):
+        return _Entry(kind, text + self.newline, section, key, value)
+
+    def _terminate(self, index):
+        """Lets lines follow the entry at ``index``: a line ending, and a blank line after a
+        continuation left open at the end of the file (it would swallow the next line)."""
+        entry = self.entries[index]
+        last = _LINE_RE.findall(entry.raw)[-2].rstrip("\r\n")
+        if not entry.raw.endswith(("\n", "\r")):
+            entry.raw += self.newline
+        if _continues(last) and last.lstrip(BLANKS)[:1] not in ("#", ";"):
+            entry.raw += self.newline
+
+    def set(self, section, key, values):
+        """Makes ``values`` (list of str) the lines of ``key``; returns True when the text changed.
+
+        Existing lines of the key are replaced where the first one is (lines whose value stays
+        are kept as written); a new key goes after the last line of the section's last block;
+        a missing section is added at the end, after a blank line.
+        """
+        values = list(values)
+        if not all(isinstance(name, str) and _NAME_RE.match(name) for name in (section, key)):
+            raise NspawnSettingsError("[%s] %s=: section and key names are ASCII letters and digits" % (section, key))
+        for value in values:
+            check_value(value, "[%s] %s=" % (section, key))
+        current = [entry for entry in self.entries if entry.is_key(section, key)]
+        if [entry.value for entry in current] == values:
+            return False
+        if not values:
+            return self.remove(section, key)
+        new = []
+        for value in values:
+            reuse = [entry for entry in current if entry.value == value and entry not in new]
+            new.append(reuse[0] if reuse else self._line("assignment", "%s=%s" % (key, value), section, key, value))
+        if current:
+            at = self.entries.index(current[0])
+            self.entries = [entry for entry in self.entries if entry not in current]
+        else:
+            at = self._section_end(section)
+        self.entries[at:at] = new
+        for index in range(max(at - 1, 0), at + len(new)):
+            if index < len(self.entries) - 1:
+                self._terminate(index)
+        return True
+
+    def _section_end(self, section):
+        """Where a new key of ``section`` goes: after the last non-blank line of its last block."""
+        headers = [i for i, entry in enumerate(self.entries) if entry.kind == "section" and entry.section == section]
+        if not headers:
+            if self.entries and self.entries[-1].kind != "blank":
+                self._terminate(len(self.entries) - 1)
+                self.entries.append(self._line("blank", ""))
+            self.entries.append(self._line("section", "[%s]" % section, section))
+            return len(self.entries)
+        at = headers[-1] + 1
+        for index in range(at, len(self.entries)):
+            if self.entries[index].kind == "section":
+                break
+            if self.entries[index].kind != "blank":
+                at = index + 1
+        return at
+
+    def remove(self, section, key):
+        """Removes every line of ``key`` in ``section``; returns True when there was one."""
+        kept = [entry for entry in self.entries if not entry.is_key(section, key)]
+        changed = len(kept) != len(self.entries)
+        self.entries = kept
+        return changed
+
+    def purge(self, keep):
+        """Removes every assignment whose key is not in ``keep`` ({section: keys}); True when any went.
+
+        A section block left with nothing but blank lines loses its header too.
+        """
+        kept = [entry for entry in self.entries
+                if entry.kind != "assignment" or entry.key in keep.get(entry.section, ())]
+        if len(kept) == len(self.entries):
+            return False
+        self.entries, block = [], []
+        for entry in kept + [None]:
+            if entry is None or entry.kind == "section":
+                if not block or block[0].kind != "section" or any(e.kind not in ("section", "blank") for e in block):
+                    self.entries.extend(block)
+                block = []
+            block.append(entry)
+        return True
+
+
+def restart_required(before_text, after_text):
+    """True when the effective settings differ (comments and spacing do not count).
+
+    systemd-nspawn reads the file only when the container starts: a running machine needs
+    ``machinectl reboot`` for any such change to take effect.
+    """
+    return NspawnFile(before_text or "").to_dict() != NspawnFile(after_text or "").to_dict()

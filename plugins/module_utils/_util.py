@@ -1,0 +1,169 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Small helpers shared by the backends: files inside a machine's tree, os-release,
+atomic JSON files. Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+import traceback
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure, Runner
+from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError
+
+MAX_SYMLINKS = 40
+
+
+def resolve_in_root(root, path):
+    """Resolve path inside the tree at root, following symlinks as if root were '/'.
+
+    NixOS links /etc/os-release to /etc/static/os-release and on into /nix/store with
+    absolute targets, which must not resolve against the host's own root.
+    Returns the host path, or None on a symlink loop.
+    """
+    pending = [part for part in path.split("/") if part]
+    resolved = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *(resolved + [part]))
+        if os.path.islink(candidate):
+            links += 1
+            if links > MAX_SYMLINKS:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            pending = [p for p in target.split("/") if p] + pending
+        else:
+            resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def parse_os_release(text):
+    """os-release(5) KEY=value lines (shell-quoted values) -> dict."""
+    result = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = [value.strip("\"'")]
+        result[key.strip()] = " ".join(words)
+    return result
+
+
+def read_os_release(root):
+    """The os-release of the OS tree at root (etc/os-release, then usr/lib/os-release), or {}."""
+    if not root or not os.path.isdir(root):
+        return {}
+    for candidate in ("/etc/os-release", "/usr/lib/os-release"):
+        path = resolve_in_root(root, candidate)
+        if path and os.path.isfile(path):
+            try:
+                with open(path, "r", encoding="utf-8", errors="replace") as handle:
+                    return parse_os_release(handle.read())
+            except (IOError, OSError):
+                continue
+    return {}
+
+
+def write_json_atomic(module, path, data, mode=0o644):
+    """Write data as JSON to path through a temporary file in the same directory."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, mode)
+        module.atomic_move(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_json(path):
+    """A JSON object from path, None when the file is missing or not a JSON object."""
+    try:
+        with open(path, "r") as handle:
+            data = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_file(path):
+    """Remove path if it exists; True when something was removed."""
+    if not os.path.lexists(path):
+        return False
+    os.unlink(path)
+    return True
+
+
+class Backend(object):
+    """The one error boundary of a module: run(), then exit_json or fail_json.
+
+    Subclasses implement run(); they append to self.actions what they do, in order,
+    and fill self.result. Failures carry the actions done so far.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.runner = Runner(module)
+        self.actions = []
+        self.result = dict(changed=False, actions=self.actions)
+
+    def run(self):
+        raise NotImplementedError
+
+    def execute(self):
+        try:
+            self.run()
+        except ValidationError as exc:
+            self.module.fail_json(msg=str(exc), actions=self.actions)
+        except ModuleFailure as exc:
+            self.runner.fail(exc, actions=self.actions)
+        except (IOError, OSError) as exc:  # a file operation of the module itself
+            self.module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), exception=traceback.format_exc(), actions=self.actions)
+        self.module.exit_json(**self.result)
+
+    def set_diff(self, before, after):
+        if self.module._diff:
+            self.result["diff"] = dict(before=before, after=after)
+
+
+# Where nspawn_image records where each image came from. Not under /var/lib/machines:
+# machined takes every hidden directory there for a hidden image, and `machinectl clean`
+# removes those. Not in /etc/systemd/nspawn either: `machinectl remove` deletes NAME.nspawn.
+ORIGIN_DIR = "/var/lib/nspawn-nixos/origin"
+
+
+def origin_path(name):
+    return os.path.join(ORIGIN_DIR, "%s.json" % name)
+
+
+def read_origin(name):
+    return read_json(origin_path(name))
+
+
+def remove_origin(name):
+    return remove_file(origin_path(name))

@@ -1,0 +1,130 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Argument checks shared by the modules.
+
+Every check raises ValidationError with a message that names the option and
+the rule, so that bad input fails before anything on the host changes.
+Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import re
+
+from urllib.parse import urlsplit, urlunsplit
+
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+MACHINE_NAME_RULE = (
+    "machine names are 1-64 characters from a-z, A-Z, 0-9, '-', '_' and '.', "
+    "do not start or end with '-' or '.', and contain no '..'"
+)
+URL_SCHEMES = ("http", "https", "file")
+
+
+class ValidationError(ValueError):
+    """Bad module input; the message names the option and the rule."""
+
+
+def check_text(value, option):
+    """No newline, carriage return or NUL: such values could end up in files or command lines."""
+    if value is None:
+        return value
+    for char, label in (("\n", "newline"), ("\r", "carriage return"), ("\0", "NUL")):
+        if char in value:
+            raise ValidationError("%s: must not contain a %s character" % (option, label))
+    return value
+
+
+def check_machine_name(value, option="name"):
+    """machinectl's hostname rules (machinectl(1), MACHINE AND IMAGE NAMES)."""
+    check_text(value, option)
+    problem = None
+    if not value or len(value) > 64:
+        problem = "is %d characters long" % len(value or "")
+    elif value[0] in "-." or value[-1] in "-.":
+        problem = "starts or ends with '-' or '.'"
+    elif ".." in value:
+        problem = "contains '..'"
+    elif not all(_LABEL_RE.match(label) for label in value.split(".")):
+        problem = "contains a character other than a-z, A-Z, 0-9, '-', '_' and '.'"
+    if problem:
+        raise ValidationError("%s: %r is not a valid machine name (it %s): %s" % (option, value, problem, MACHINE_NAME_RULE))
+    return value
+
+
+def check_url(value, option="url", schemes=URL_SCHEMES):
+    """An absolute URL of one of the allowed schemes, with a host (or a path for file://)."""
+    check_text(value, option)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ValidationError("%s: %r is not a valid URL (%s)" % (option, redact_url(value), exc))
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise ValidationError(
+            "%s: URL scheme %r is not allowed; use one of %s" % (option, parts.scheme or "", ", ".join("%s://" % s for s in schemes))
+        )
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValidationError("%s: a file:// URL needs an absolute local path, e.g. file:///var/tmp/image.tar.xz" % option)
+    elif not parts.hostname:
+        raise ValidationError("%s: %r has no host name" % (option, redact_url(value)))
+    if not parts.path.rstrip("/"):
+        raise ValidationError("%s: %r names no file" % (option, redact_url(value)))
+    return value
+
+
+def url_password(value):
+    """The password (token) part of a URL, if any, so the caller can mark it no_log."""
+    try:
+        return urlsplit(value).password
+    except ValueError:
+        return None
+
+
+def redact_url(value):
+    """The URL with any user:password@ replaced by '********@' (safe to return and to record)."""
+    if not value or "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if "@" not in parts.netloc:
+        return value
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, "********@" + host, parts.path, parts.query, parts.fragment))
+
+
+def parse_checksum(value, option="checksum"):
+    """Parse 'sha256:<64 hex>' or 'sha256:<URL of a SHA256SUMS file>'.
+
+    Returns ('hex', lowercase digest) or ('url', url), or None when value is empty.
+    """
+    if not value:
+        return None
+    check_text(value, option)
+    algo, sep, rest = value.partition(":")
+    if not sep or algo.lower() != "sha256" or not rest:
+        raise ValidationError(
+            "%s: must be 'sha256:<64 hex digits>' or 'sha256:<http(s):// or file:// URL of a SHA256SUMS file>', got %r"
+            % (option, redact_url(value))
+        )
+    if "://" in rest:
+        check_url(rest, option)
+        return ("url", rest)
+    if not SHA256_RE.match(rest):
+        raise ValidationError("%s: the sha256 digest must be 64 hexadecimal digits, got %d characters" % (option, len(rest)))
+    return ("hex", rest.lower())
+
+
+def check_timeout(value, option="timeout"):
+    if value is None or value < 1:
+        raise ValidationError("%s: must be a positive number of seconds, got %r" % (option, value))
+    return value

@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
+    parse_os_release, read_json, read_os_release, remove_file, resolve_in_root, write_json_atomic,
+)
+
+
+def nixos_tree(root):
+    """The os-release symlink chain of a NixOS image: absolute links into /nix/store."""
+    store = root / "nix" / "store"
+    (store / "aaa-os-release").parent.mkdir(parents=True)
+    (store / "aaa-os-release").write_text('NAME=NixOS\nID=nixos\nVERSION_ID="24.11"\nPRETTY_NAME="NixOS 24.11 (Vicuna)"\n')
+    (store / "bbb-etc" / "etc").mkdir(parents=True)
+    os.symlink("/nix/store/aaa-os-release", str(store / "bbb-etc" / "etc" / "os-release"))
+    (root / "etc").mkdir()
+    os.symlink("/nix/store/bbb-etc/etc", str(root / "etc" / "static"))
+    os.symlink("/etc/static/os-release", str(root / "etc" / "os-release"))
+
+
+def test_resolve_in_root_follows_absolute_links_inside_the_tree(tmp_path):
+    nixos_tree(tmp_path)
+    assert resolve_in_root(str(tmp_path), "/etc/os-release") == str(tmp_path / "nix/store/aaa-os-release")
+
+
+def test_resolve_in_root_cannot_escape(tmp_path):
+    (tmp_path / "etc").mkdir()
+    os.symlink("../../../../../../etc/passwd", str(tmp_path / "etc" / "os-release"))
+    assert resolve_in_root(str(tmp_path), "/etc/os-release") == str(tmp_path / "etc" / "passwd")
+
+
+def test_resolve_in_root_loop(tmp_path):
+    os.symlink("/b", str(tmp_path / "a"))
+    os.symlink("/a", str(tmp_path / "b"))
+    assert resolve_in_root(str(tmp_path), "/a") is None
+
+
+def test_read_os_release_nixos(tmp_path):
+    nixos_tree(tmp_path)
+    assert read_os_release(str(tmp_path)) == {
+        "NAME": "NixOS", "ID": "nixos", "VERSION_ID": "24.11", "PRETTY_NAME": "NixOS 24.11 (Vicuna)"}
+
+
+def test_read_os_release_falls_back_to_usr_lib(tmp_path):
+    (tmp_path / "usr" / "lib").mkdir(parents=True)
+    (tmp_path / "usr" / "lib" / "os-release").write_text("ID=debian\nVERSION_ID='12'\n")
+    assert read_os_release(str(tmp_path)) == {"ID": "debian", "VERSION_ID": "12"}
+
+
+def test_read_os_release_missing(tmp_path):
+    assert read_os_release(str(tmp_path)) == {}
+    assert read_os_release(str(tmp_path / "nothing")) == {}
+    assert read_os_release(None) == {}
+
+
+def test_parse_os_release_quoting():
+    text = '# comment\n\nNAME="Fixture \\"sidecar\\""\nID=fixture\nBROKEN="unterminated\nHOME_URL=\'https://x/\'\n'
+    assert parse_os_release(text) == {
+        "NAME": 'Fixture "sidecar"', "ID": "fixture", "BROKEN": "unterminated", "HOME_URL": "https://x/"}
+
+
+class AtomicModule(object):
+    def atomic_move(self, src, dest):
+        shutil.move(src, dest)
+
+
+def test_write_json_atomic_and_read(tmp_path):
+    path = str(tmp_path / "new" / "dir" / "x.json")
+    write_json_atomic(AtomicModule(), path, {"b": 1, "a": [1, 2]})
+    assert json.loads(open(path).read()) == {"a": [1, 2], "b": 1}
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert os.listdir(os.path.dirname(path)) == ["x.json"]
+    assert read_json(path) == {"a": [1, 2], "b": 1}
+
+
+def test_write_json_atomic_cleans_up_on_failure(tmp_path):
+    class Broken(object):
+        def atomic_move(self, src, dest):
+            raise OSError("disk full")
+
+    try:
+        write_json_atomic(Broken(), str(tmp_path / "x.json"), {})
+    except OSError:
+        pass
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_read_json_bad_content(tmp_path):
+    (tmp_path / "a.json").write_text("[1]")
+    (tmp_path / "b.json").write_text("{nope")
+    assert read_json(str(tmp_path / "a.json")) is None
+    assert read_json(str(tmp_path / "b.json")) is None
+    assert read_json(str(tmp_path / "c.json")) is None
+
+
+def test_remove_file(tmp_path):
+    (tmp_path / "f").write_text("")
+    assert remove_file(str(tmp_path / "f")) is True
+    assert remove_file(str(tmp_path / "f")) is False

@@ -1,0 +1,241 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Run a module's main() against a scripted sequence of commands.
+
+A case (from the YAML files next to the tests) lists the module input, the exact argv of
+every run_command call in order with its rc/out/err, and the expected result. The harness
+patches AnsibleModule.run_command, exit_json, fail_json, warn and get_bin_path, the
+filesystem probes (importd present?), the image store and origin directories, and the
+clock of the polling loops.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import tarfile
+from unittest import mock
+
+import yaml
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.nspawn.nixos.plugins.module_utils import _image, _machinectl, _util
+
+HERE = os.path.dirname(__file__)
+
+# Commands that only read; everything else changes the host.
+READ_ONLY = (
+    ("systemctl", "--version"),
+    ("systemctl", "is-enabled"),
+    ("machinectl", "show"),
+    ("machinectl", "show-image"),
+    ("machinectl", "list"),
+    ("machinectl", "list-images"),
+    ("journalctl",),
+    ("systemd-run",),  # is-system-running inside the machine
+)
+
+
+def is_mutating(argv):
+    return not any(tuple(argv[:len(prefix)]) == prefix for prefix in READ_ONLY)
+
+
+class Exit(Exception):
+    def __init__(self, result):
+        super(Exit, self).__init__(result)
+        self.result = result
+
+
+def load_cases(filename):
+    with open(os.path.join(HERE, filename)) as handle:
+        cases = yaml.safe_load(handle)
+    return [case for case in cases if isinstance(case, dict) and "id" in case]
+
+
+def substitute(value, mapping):
+    """Replace {key} placeholders in every string of a nested structure."""
+    if isinstance(value, str):
+        for key, replacement in mapping.items():
+            value = value.replace("{%s}" % key, str(replacement))
+        return value
+    if isinstance(value, list):
+        return [substitute(item, mapping) for item in value]
+    if isinstance(value, dict):
+        return dict((substitute(key, mapping), substitute(item, mapping)) for key, item in value.items())
+    return value
+
+
+def expand_commands(commands):
+    expanded = []
+    for entry in commands or []:
+        if isinstance(entry, list):
+            entry = dict(command=entry)
+        for dummy in range(entry.get("repeat", 1)):
+            expanded.append(entry)
+    return expanded
+
+
+class FakeClock(object):
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now = round(self.now + seconds, 6)
+
+
+class Outcome(object):
+    def __init__(self, result, failed, calls, warnings):
+        self.result = result
+        self.failed = failed
+        self.calls = calls
+        self.warnings = warnings
+
+    @property
+    def mutating_calls(self):
+        return [argv for argv in self.calls if is_mutating(argv)]
+
+
+def _argv_matches(expected, argv):
+    if len(expected) != len(argv):
+        return False
+    for want, got in zip(expected, argv):
+        if want == "*":
+            continue
+        if want.startswith("re:"):
+            if not re.match(want[3:] + "$", got):
+                return False
+        elif want != got:
+            return False
+    return True
+
+
+def run_module(main, case, tmp_path, check_mode=None, commands=None):
+    """Run main() for a case; returns an Outcome. commands overrides the case's run_command list."""
+    store = tmp_path / "machines"
+    origin_dir = tmp_path / "origin"
+    store.mkdir(exist_ok=True)
+    mapping = dict(case.get("_mapping", {}), tmp=str(tmp_path), store=str(store), origin=str(origin_dir))
+    case = substitute(copy.deepcopy(case), mapping)
+    script = expand_commands(case.get("run_command") if commands is None else commands)
+    if check_mode is None:
+        check_mode = case.get("check_mode", False)
+    for name, record in (case.get("origin_records") or {}).items():
+        origin_dir.mkdir(exist_ok=True)
+        (origin_dir / ("%s.json" % name)).write_text(json.dumps(record))
+    for path, content in (case.get("files") or {}).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(content)
+
+    calls, warnings = [], []
+    bins = case.get("bins", ["machinectl", "importctl", "systemctl"])
+
+    def fake_run_command(self, args, check_rc=False, environ_update=None, **kwargs):
+        assert isinstance(args, list), "commands must be argv lists, got %r" % (args,)
+        assert environ_update and environ_update.get("LANG") == "C" and environ_update.get("LC_ALL") == "C"
+        assert not check_rc
+        calls.append(list(args))
+        if len(calls) > len(script):
+            raise AssertionError("unexpected command #%d: %r" % (len(calls), args))
+        entry = script[len(calls) - 1]
+        assert _argv_matches(entry["command"], args), "command #%d:\n  expected %r\n  got      %r" % (
+            len(calls), entry["command"], args)
+        if "expect_file_sha256" in entry:
+            path = args[entry.get("file_arg", -2)]
+            with open(path, "rb") as handle:
+                assert hashlib.sha256(handle.read()).hexdigest() == entry["expect_file_sha256"]
+        if "effect" in entry:
+            apply_effect(entry["effect"], args)
+        return entry.get("rc", 0), entry.get("out", ""), entry.get("err", "")
+
+    def fake_exit_json(self, **kwargs):
+        raise Exit(dict(kwargs, failed=False))
+
+    def fake_fail_json(self, msg, **kwargs):
+        raise Exit(dict(kwargs, msg=msg, failed=True))
+
+    def fake_get_bin_path(self, name, required=False, opt_dirs=None):
+        return "/usr/bin/%s" % name if name in bins else None
+
+    clock = FakeClock()
+    args = dict(case["input"], _ansible_check_mode=check_mode, _ansible_diff=case.get("diff", True))
+    importd = case.get("importd", True)
+    with mock.patch.object(basic.AnsibleModule, "run_command", fake_run_command), \
+            mock.patch.object(basic.AnsibleModule, "exit_json", fake_exit_json), \
+            mock.patch.object(basic.AnsibleModule, "fail_json", fake_fail_json), \
+            mock.patch.object(basic.AnsibleModule, "warn", lambda self, warning, **kw: warnings.append(warning)), \
+            mock.patch.object(basic.AnsibleModule, "get_bin_path", fake_get_bin_path), \
+            mock.patch.object(_machinectl.Machinectl, "importd_available", staticmethod(lambda: importd)), \
+            mock.patch.object(_machinectl, "_monotonic", clock.monotonic), \
+            mock.patch.object(_machinectl, "_sleep", clock.sleep), \
+            mock.patch.object(_util, "ORIGIN_DIR", str(origin_dir)), \
+            mock.patch.object(_image, "IMAGE_STORE", str(store)), \
+            patch_module_args(args):
+        result = None
+        try:
+            main()
+        except Exit as exc:
+            result = exc.result
+        assert result is not None, "the module neither exited nor failed"
+    assert len(calls) == len(script), (
+        "%d of %d scripted commands were not run: %r" % (len(script) - len(calls), len(script), script[len(calls):]))
+    return Outcome(result, result["failed"], calls, warnings)
+
+
+def apply_effect(effect, args):
+    """Side effects of a scripted command on the (temporary) filesystem, e.g. an export writing its file."""
+    if effect == "write_last_arg":
+        with open(args[-1], "w") as handle:
+            handle.write("exported\n")
+    elif effect == "untar":  # tar -xpf FILE -C DIR
+        with tarfile.open(args[args.index("-xpf") + 1]) as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(args[args.index("-C") + 1], filter="data")
+            else:  # pragma: no cover - Python < 3.11.4
+                tar.extractall(args[args.index("-C") + 1])
+    elif effect == "fail_if_file_missing":
+        assert os.path.isfile(args[-2])
+
+
+def check_expectations(case, outcome):
+    expected = case.get("output", {})
+    result = outcome.result
+    if case.get("failed"):
+        assert outcome.failed, "expected a failure, got %r" % result
+        for fragment in case.get("msg_contains", []):
+            assert fragment in result["msg"], "%r not in %r" % (fragment, result["msg"])
+    else:
+        assert not outcome.failed, "unexpected failure: %s" % result.get("msg")
+    for key, value in expected.items():
+        assert result.get(key) == value, "%s: expected %r, got %r" % (key, value, result.get(key))
+    for fragment in case.get("warnings_contain", []):
+        assert any(fragment in warning for warning in outcome.warnings), "%r not in warnings %r" % (fragment, outcome.warnings)
+    if case.get("no_warnings"):
+        assert not outcome.warnings, outcome.warnings
+    for key in case.get("result_has", []):
+        assert key in result, "%s missing from %r" % (key, result)
+    for key in case.get("result_lacks", []):
+        assert key not in result, "%s unexpectedly in %r" % (key, result)
+
+
+def check_mode_commands(case):
+    """What a check-mode run executes: the real run's commands up to the first one that changes something."""
+    if "check_mode_commands" in case:
+        return case["check_mode_commands"]
+    commands = []
+    for entry in expand_commands(case.get("run_command")):
+        if is_mutating(entry["command"]):
+            break
+        commands.append(entry)
+    return commands
