@@ -27,7 +27,8 @@ LAB_NAME ?= dev
 LAB_RELEASES ?= 12
 PYTEST_ARGS ?=
 
-APT_PACKAGES := systemd-container debootstrap socat xz-utils pigz nix-bin openssh-client git make
+APT_PACKAGES := systemd-container debootstrap socat xz-utils pigz nix-bin openssh-client e2fsprogs procps \
+                util-linux shellcheck git make
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS_ROOT)
 export PATH := $(BIN):$(PATH)
@@ -144,7 +145,7 @@ demo: deps
 	$(LAB) up --name demo --release 12
 	@echo
 	@echo "The lab host 'demo' runs real systemd. Look inside with:"
-	@echo "  PYTHONPATH=tests .venv/bin/python -m lab ssh demo-d12-1 machinectl list-images"
+	@echo "  PYTHONPATH=tests .venv/bin/python -m lab ssh demo-debian12-1 machinectl list-images"
 	@echo "  .venv/bin/ansible -i \$$($(LAB) inventory --name demo) all -m setup -a filter=ansible_service_mgr"
 	@echo "Stop it with: make lab-down LAB_NAME=demo"
 

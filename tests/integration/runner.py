@@ -1,0 +1,145 @@
+"""Run ansible-playbook against a lab, with the results as data.
+
+The venv's ansible-playbook (next to sys.executable) runs with an environment that finds
+this checkout as the collection nspawn.nixos (tests/output/collections/ansible_collections/
+nspawn/nixos is a symlink to the checkout root), the integration targets as roles, and the
+lab_json callback, which writes every task result to a JSON file while the default
+callback keeps printing what a human reads.
+
+    runner = AnsibleRunner(lab.inventory)
+    result = runner.run_target("smoke", limit=host.name)
+    assert result.rc == 0, result
+    result.result("Run a command that exits 3", host.name)["rc"]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INTEGRATION_DIR = Path(__file__).resolve().parent
+TESTS_DIR = INTEGRATION_DIR.parent
+CHECKOUT = TESTS_DIR.parent
+OUTPUT_DIR = TESTS_DIR / "output"  # git-ignored
+TARGETS_DIR = INTEGRATION_DIR / "targets"
+CALLBACKS_DIR = INTEGRATION_DIR / "callback_plugins"
+
+
+def collections_path():
+    """A directory holding ansible_collections/nspawn/nixos -> this checkout."""
+    root = OUTPUT_DIR / "collections"
+    link = root / "ansible_collections" / "nspawn" / "nixos"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(CHECKOUT, link.parent))
+    return root
+
+
+@dataclass
+class PlaybookResult:
+    """Outcome of one ansible-playbook run."""
+
+    argv: list
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+    tasks: list = field(default_factory=list)   # lab_json records: play, task, action, host, status, ignored, result
+    stats: dict = field(default_factory=dict)   # host -> ok/changed/failures/unreachable/skipped/rescued/ignored
+
+    def results(self, task=None, host=None):
+        """Records of tasks whose name ends with `task` (role prefix optional), on `host`."""
+        return [record for record in self.tasks
+                if (task is None or record["task"] == task or record["task"].endswith(" : " + task))
+                and (host is None or record["host"] == host)]
+
+    def result(self, task, host):
+        """The result dict of one task on one host (the last run, if it ran more than once)."""
+        records = self.results(task, host)
+        if not records:
+            raise KeyError("no result of task %r on %s; tasks run: %s" % (task, host, sorted({record["task"] for record in self.tasks})))
+        return records[-1]["result"]
+
+    @property
+    def failed(self):
+        """Records of failed or unreachable tasks that were not ignored."""
+        return [record for record in self.tasks if record["status"] in ("failed", "unreachable") and not record["ignored"]]
+
+    def __str__(self):
+        return "ansible-playbook exited %d after %.1f s\n%s\n%s" % (self.rc, self.seconds, self.stdout[-6000:], self.stderr[-3000:])
+
+
+class AnsibleRunner:
+    """Runs playbooks and integration targets against one inventory (a lab's)."""
+
+    def __init__(self, inventory, env=None):
+        self.inventory = Path(inventory)
+        self.extra_env = dict(env or {})
+        self.bin_dir = Path(sys.executable).parent
+
+    def env(self, json_path=None):
+        """The environment of ansible-playbook."""
+        env = dict(os.environ)
+        env.update({
+            "PATH": "%s:%s" % (self.bin_dir, env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")),
+            "ANSIBLE_INVENTORY": str(self.inventory),
+            "ANSIBLE_COLLECTIONS_PATH": str(collections_path()),
+            "ANSIBLE_ROLES_PATH": str(TARGETS_DIR),
+            "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS_DIR),
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_DEPRECATION_WARNINGS": "True",
+            "PYTHONUNBUFFERED": "1",
+        })
+        if json_path:
+            env["NSPAWN_LAB_ANSIBLE_JSON"] = str(json_path)
+        env.update(self.extra_env)
+        return env
+
+    def playbook(self, playbook, limit=None, extra_vars=None, check=False, diff=False, verbosity=0, timeout=1800):
+        """Run a playbook (a path, or plays as a list of dicts) and return a PlaybookResult."""
+        work = Path(tempfile.mkdtemp(prefix="ansible-", dir=_ensure(OUTPUT_DIR / "tmp")))
+        try:
+            if not isinstance(playbook, (str, Path)):
+                path = work / "playbook.yml"
+                path.write_text(json.dumps(playbook, indent=2))  # JSON is YAML
+                playbook = path
+            json_path = work / "results.json"
+            argv = [str(self.bin_dir / "ansible-playbook"), str(playbook)]
+            if limit:
+                argv += ["--limit", limit]
+            if extra_vars:
+                argv += ["--extra-vars", json.dumps(extra_vars)]
+            if check:
+                argv.append("--check")
+            if diff:
+                argv.append("--diff")
+            if verbosity:
+                argv.append("-" + "v" * verbosity)
+            started = time.monotonic()
+            # cwd: a directory without ansible.cfg, so that only this environment counts.
+            process = subprocess.run(argv, capture_output=True, text=True, env=self.env(json_path), cwd=work, timeout=timeout, check=False)
+            data = json.loads(json_path.read_text()) if json_path.exists() else {}
+            return PlaybookResult(argv, process.returncode, process.stdout, process.stderr, round(time.monotonic() - started, 2),
+                                  data.get("tasks", []), data.get("stats", {}))
+        finally:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
+
+    def run_target(self, target, limit=None, extra_vars=None, gather_facts=True, **kwargs):
+        """Run integration target `target` (tests/integration/targets/<target>, a role) on
+        the hosts matching `limit` (default: every lab host)."""
+        plays = [{"name": "integration target %s" % target, "hosts": limit or "sidecar_hosts", "gather_facts": gather_facts,
+                  "roles": [{"role": target}]}]
+        return self.playbook(plays, limit=limit, extra_vars=extra_vars, **kwargs)
+
+
+def _ensure(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path

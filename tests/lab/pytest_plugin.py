@@ -1,0 +1,91 @@
+"""pytest plugin of the lab: lab hosts for a test session, and tests per Debian release.
+
+Fixtures
+    lab        (session) a Lab with one Debian 12 and one Debian 13 host, booted in
+               parallel, torn down at the end of the session, also when a test fails or
+               the run is interrupted (Ctrl-C or SIGTERM). Labs left by killed runs are
+               removed first.
+    lab_host   a Host, parametrized over the releases: test ids end in [debian12] and
+               [debian13]; `@pytest.mark.lab_releases("13")` restricts a test.
+
+Environment
+    NSPAWN_LAB_NAME       lab name (default "pytest-<pid>": parallel runs on one machine
+                          do not collide; labs of earlier runs whose process is gone are
+                          downed first)
+    NSPAWN_LAB_RELEASES   releases to boot, e.g. "13" (default "12 13")
+    NSPAWN_LAB_KEEP=1     leave the lab running after the session, for debugging
+                          (`python -m lab down --name pytest` later)
+
+Load it with `pytest -p lab.pytest_plugin` and tests/ on sys.path, or import the fixtures
+into a conftest.py (tests/integration/conftest.py does).
+"""
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from .build import missing_tools
+from .images import RELEASES as KNOWN_RELEASES
+from .lab import Lab
+
+RELEASES = tuple(os.environ.get("NSPAWN_LAB_RELEASES", " ".join(sorted(KNOWN_RELEASES))).split())
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lab_releases(*versions): run a lab_host test only on these Debian releases, e.g. \"13\"")
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    """SIGTERM (CI cancelling a job) -> KeyboardInterrupt, so that pytest tears down."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """A lab with one host per release in RELEASES (session-wide)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (systemd-nspawn, mounts, cgroups)")
+    missing = missing_tools()
+    if missing:
+        pytest.skip("the lab needs the commands %s (Debian packages %s)" % (", ".join(sorted(missing)), " ".join(sorted(set(missing.values())))))
+    _down_labs_of_dead_runs()
+    the_lab = Lab(os.environ.get("NSPAWN_LAB_NAME") or "pytest-%d" % os.getpid())
+    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        the_lab.up(releases=RELEASES, replace=True)
+        yield the_lab
+    finally:
+        try:
+            if os.environ.get("NSPAWN_LAB_KEEP"):
+                print("\nNSPAWN_LAB_KEEP is set: lab %s keeps running (%s)" % (the_lab.name, the_lab.inventory))
+            else:
+                the_lab.down()
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _down_labs_of_dead_runs():
+    """Down labs named pytest-<pid> whose pytest process no longer runs (killed runs)."""
+    for name in Lab.names():
+        match = re.match(r"^pytest-(\d+)$", name)
+        if match and not _is_pytest_process(int(match.group(1))):
+            Lab(name).down()
+
+
+def _is_pytest_process(pid):
+    try:
+        return b"pytest" in Path("/proc/%d/cmdline" % pid).read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=RELEASES, ids=lambda version: "debian" + version)
+def lab_host(request, lab):  # pylint: disable=redefined-outer-name
+    """The lab's host of one release (the test runs once per release)."""
+    marker = request.node.get_closest_marker("lab_releases")
+    if marker and request.param not in [str(version) for version in marker.args]:
+        pytest.skip("test restricted to Debian %s" % ", ".join(str(version) for version in marker.args))
+    return lab.host(request.param)
