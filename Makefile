@@ -117,7 +117,7 @@ build: deps
 
 integration: deps
 	@if ! ls tests/integration/test_*.py >/dev/null 2>&1; then echo "integration: no targets yet"; exit 0; fi; \
-	$(BIN)/pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	NSPAWN_LAB_REQUIRED=1 $(BIN)/pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 molecule: deps
 	@scenarios=$$(ls -d extensions/molecule/*/ 2>/dev/null | xargs -rn1 basename | grep -v '^shared$$' || true); \

@@ -15,6 +15,9 @@ Environment
     NSPAWN_LAB_RELEASES   releases to boot, e.g. "13" (default "12 13")
     NSPAWN_LAB_KEEP=1     leave the lab running after the session, for debugging
                           (`python -m lab down --name pytest` later)
+    NSPAWN_LAB_REQUIRED=1 fail, instead of skipping, when the lab cannot run here (not
+                          root, tools missing): `make integration` sets it, so a CI run
+                          cannot pass by skipping every lab test
 
 Load it with `pytest -p lab.pytest_plugin` and tests/ on sys.path, or import the fixtures
 into a conftest.py (tests/integration/conftest.py does).
@@ -43,14 +46,21 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt("SIGTERM")
 
 
+def _cannot_run(reason):
+    """Skip, or fail where the lab is required (NSPAWN_LAB_REQUIRED=1)."""
+    if os.environ.get("NSPAWN_LAB_REQUIRED") == "1":
+        pytest.fail("the lab is required but cannot run: " + reason, pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """A lab with one host per release in RELEASES (session-wide)."""
     if os.geteuid() != 0:
-        pytest.skip("the lab needs root (systemd-nspawn, mounts, cgroups)")
+        _cannot_run("the lab needs root (systemd-nspawn, mounts, cgroups)")
     missing = missing_tools()
     if missing:
-        pytest.skip("the lab needs the commands %s (Debian packages %s)" % (", ".join(sorted(missing)), " ".join(sorted(set(missing.values())))))
+        _cannot_run("the lab needs the commands %s (Debian packages %s)" % (", ".join(sorted(missing)), " ".join(sorted(set(missing.values())))))
     _down_labs_of_dead_runs()
     the_lab = Lab(os.environ.get("NSPAWN_LAB_NAME") or "pytest-%d" % os.getpid())
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
