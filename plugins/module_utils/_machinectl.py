@@ -16,7 +16,7 @@ import os
 import re
 import time
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import COMMAND_ENV, CommandError, ModuleFailure
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, read_os_release, remove_origin
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
     ValidationError, check_machine_name, check_timeout,
@@ -282,6 +282,39 @@ class Machinectl(object):
 
     def export_argv(self, kind, name, path):
         return self._transfer_argv("export-%s" % kind, [name, path])
+
+    # -- commands inside a running machine -----------------------------------
+
+    def is_running(self, name):
+        """True when machined knows the machine and it is not on its way down."""
+        props = self.show(name)
+        return bool(props) and props.get("State") != "closing"
+
+    @staticmethod
+    def inside_argv(name, argv, properties=()):
+        """systemd-run in the machine, waiting for the command, with its stdin/stdout/stderr and exit status.
+
+        Never `machinectl shell`: it always exits 0 and merges the output through a PTY.
+        """
+        options = []
+        for prop in properties:
+            options += ["-p", prop]
+        return ["systemd-run", "-M", name, "--wait", "--pipe", "-q"] + options + list(argv)
+
+    def run_input(self, argv, data=None, check=True, msg=None):
+        """Runner.run with data (str, sent as it is) on the command's stdin. Returns (rc, out, err)."""
+        argv = [str(arg) for arg in argv]
+        self.runner.history.append(argv)
+        rc, out, err = self.module.run_command(argv, check_rc=False, environ_update=dict(COMMAND_ENV),
+                                               data=data, binary_data=True)
+        if check and rc != 0:
+            raise CommandError("%s (rc=%s): %s" % (msg or "Command failed", rc, (err or out or "").strip()[-2000:]),
+                               argv, rc, out, err)
+        return rc, out, err
+
+    def run_inside(self, name, argv, data=None, check=True, msg=None, properties=()):
+        """Run argv in the machine (inside_argv), with data on its stdin. Returns (rc, out, err)."""
+        return self.run_input(self.inside_argv(name, argv, properties), data, check, msg)
 
 
 def unit_name(name):

@@ -167,3 +167,17 @@ def read_origin(name):
 
 def remove_origin(name):
     return remove_file(origin_path(name))
+
+
+# The trusted place of a machine's settings (systemd.nspawn(5)): Bind=, Port= and other
+# privileged settings only take effect from here (or /run/systemd/nspawn).
+NSPAWN_DIR = "/etc/systemd/nspawn"
+
+
+def settings_path(name):
+    return os.path.join(NSPAWN_DIR, "%s.nspawn" % name)
+
+
+def text_diff(header, before, after):
+    """A diff-mode entry of one text file; '' stands for a file that does not exist."""
+    return dict(before_header=header, after_header=header, before=before or "", after=after or "")

@@ -264,3 +264,40 @@ def test_act_failure():
         mc.act("start", "nixos")
     assert exc.value.cmd == ["machinectl", "start", "nixos"] and exc.value.rc == 1
     assert "machinectl start nixos failed (rc=1): Failed to start machine: Access denied" == exc.value.msg
+
+
+class InputModule(FakeModule):
+    def run_command(self, argv, check_rc=False, environ_update=None, data=None, binary_data=False):
+        self.data = (data, binary_data)
+        return FakeModule.run_command(self, argv, check_rc, environ_update)
+
+
+def test_inside_argv_and_run_inside_with_stdin():
+    module = InputModule([(0, "ok\n", "")])
+    mc = Machinectl(Runner(module))
+    assert mc.inside_argv("n", ["/bin/true"], ["RuntimeMaxSec=5"]) == [
+        "systemd-run", "-M", "n", "--wait", "--pipe", "-q", "-p", "RuntimeMaxSec=5", "/bin/true"]
+    assert mc.run_inside("n", ["/run/current-system/sw/bin/chpasswd", "-e"], "root:x\n") == (0, "ok\n", "")
+    assert module.calls == [["systemd-run", "-M", "n", "--wait", "--pipe", "-q", "/run/current-system/sw/bin/chpasswd", "-e"]]
+    assert module.data == ("root:x\n", True)
+    assert module.envs[0]["LANG"] == "C"
+    assert mc.runner.history == module.calls
+
+
+def test_run_input_failure_carries_the_command():
+    module = InputModule([(1, "", "boom\n")])
+    mc = Machinectl(Runner(module))
+    with pytest.raises(CommandError) as info:
+        mc.run_input(["nix-instantiate", "--parse", "-"], "{", msg="Parsing failed")
+    assert info.value.result() == dict(msg="Parsing failed (rc=1): boom", cmd=["nix-instantiate", "--parse", "-"], rc=1,
+                                       stdout="", stderr="boom\n")
+    module = InputModule([(3, "", "x")])
+    assert Machinectl(Runner(module)).run_input(["false"], check=False) == (3, "", "x")
+
+
+@pytest.mark.parametrize("out, rc, running", [
+    ("Name=n\nState=running\n", 0, True), ("Name=n\nState=closing\n", 0, False), ("", 1, False),
+])
+def test_is_running(out, rc, running):
+    module, mc = make([(rc, out, "No machine 'n' known\n" if rc else "")])
+    assert mc.is_running("n") is running

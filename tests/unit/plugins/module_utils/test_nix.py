@@ -23,10 +23,13 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from ansible_collections.nspawn.nixos.plugins.module_utils import _nix
 from ansible_collections.nspawn.nixos.plugins.module_utils._nix import (
-    INT_MAX, INT_MIN, MODULE_ARGS, MODULE_HEADER, RAW_MARKER, NixEditError, NixRaw, NixValueError,
-    attr_name, ensure_import, has_import, import_path, is_identifier, nix_error, nix_float, nix_string,
-    parse_check_argv, remove_import, render_module, to_nix,
+    INT_MAX, INT_MIN, MODULE_ARGS, MODULE_HEADER, RAW_MARKER, NixRaw, NixValueError,
+    attr_name, is_identifier, nix_error, nix_float, nix_string, parse_check_argv, render_module, to_nix,
+)
+from ansible_collections.nspawn.nixos.plugins.module_utils._nix_imports import (
+    NixEditError, ensure_import, has_import, import_path, remove_import,
 )
 
 NIX = shutil.which("nix-instantiate")
@@ -607,3 +610,11 @@ def test_nix_error_formats(stderr, expected):
 
 def test_nix_error_success_is_none():
     assert nix_error(0, "warning: something") is None
+
+
+def test_imports_editing_is_still_importable_from_nix():
+    for name in ("NixEditError", "NixError", "ensure_import", "remove_import", "has_import", "import_path", "NIX_KEYWORDS"):
+        assert getattr(_nix, name) is not None
+    assert _nix.ensure_import is ensure_import
+    assert issubclass(NixEditError, _nix.NixError) and issubclass(NixValueError, _nix.NixError)
+    assert set(_nix.__all__) <= set(dir(_nix))

@@ -105,3 +105,11 @@ def test_remove_file(tmp_path):
     (tmp_path / "f").write_text("")
     assert remove_file(str(tmp_path / "f")) is True
     assert remove_file(str(tmp_path / "f")) is False
+
+
+def test_settings_path_and_text_diff(monkeypatch):
+    from ansible_collections.nspawn.nixos.plugins.module_utils import _util
+
+    monkeypatch.setattr(_util, "NSPAWN_DIR", "/tmp/x")
+    assert _util.settings_path("nixos") == "/tmp/x/nixos.nspawn"
+    assert _util.text_diff("/p", None, "a\n") == dict(before_header="/p", after_header="/p", before="", after="a\n")

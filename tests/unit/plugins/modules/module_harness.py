@@ -8,8 +8,14 @@
 A case (from the YAML files next to the tests) lists the module input, the exact argv of
 every run_command call in order with its rc/out/err, and the expected result. The harness
 patches AnsibleModule.run_command, exit_json, fail_json, warn and get_bin_path, the
-filesystem probes (importd present?), the image store and origin directories, and the
-clock of the polling loops.
+filesystem probes (importd present?), the image store, origin and settings directories,
+and the clock of the polling loops.
+
+A scripted command may also check the data written to its stdin (``expect_data``,
+``data_contains``, ``data_lacks``) or be executed for real (``execute: true``, e.g.
+nix-instantiate --parse; ``execute: inside`` runs what follows systemd-run's options on
+this machine instead of in a container). ``symlinks`` creates symlinks before the run;
+``check_files()`` asserts on files after it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
 import tarfile
 from unittest import mock
 
@@ -40,11 +48,17 @@ READ_ONLY = (
     ("machinectl", "list"),
     ("machinectl", "list-images"),
     ("journalctl",),
-    ("systemd-run",),  # is-system-running inside the machine
+    ("systemd-run",),  # is-system-running inside the machine, nix-instantiate --parse
+    ("nix-instantiate",),
 )
+# What changes the machine although it runs through systemd-run.
+MUTATING_INSIDE = ("nixos-rebuild", "chpasswd")
 
 
 def is_mutating(argv):
+    if argv[:1] == ["systemd-run"] and any(word in arg for arg in argv for word in MUTATING_INSIDE):
+        return True
+    argv = [os.path.basename(argv[0])] + list(argv[1:]) if argv else argv
     return not any(tuple(argv[:len(prefix)]) == prefix for prefix in READ_ONLY)
 
 
@@ -95,11 +109,12 @@ class FakeClock(object):
 
 
 class Outcome(object):
-    def __init__(self, result, failed, calls, warnings):
+    def __init__(self, result, failed, calls, warnings, inputs=None):
         self.result = result
         self.failed = failed
         self.calls = calls
         self.warnings = warnings
+        self.inputs = inputs if inputs is not None else [None] * len(calls)
 
     @property
     def mutating_calls(self):
@@ -125,7 +140,8 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
     store = tmp_path / "machines"
     origin_dir = tmp_path / "origin"
     store.mkdir(exist_ok=True)
-    mapping = dict(case.get("_mapping", {}), tmp=str(tmp_path), store=str(store), origin=str(origin_dir))
+    nspawn_dir = tmp_path / "nspawn"
+    mapping = dict(case.get("_mapping", {}), tmp=str(tmp_path), store=str(store), origin=str(origin_dir), nspawn=str(nspawn_dir))
     case = substitute(copy.deepcopy(case), mapping)
     script = expand_commands(case.get("run_command") if commands is None else commands)
     if check_mode is None:
@@ -137,8 +153,11 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as handle:
             handle.write(content)
+    for path, target in (case.get("symlinks") or {}).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(target, path)
 
-    calls, warnings = [], []
+    calls, warnings, inputs = [], [], []
     bins = case.get("bins", ["machinectl", "importctl", "systemctl"])
 
     def fake_run_command(self, args, check_rc=False, environ_update=None, **kwargs):
@@ -146,6 +165,7 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
         assert environ_update and environ_update.get("LANG") == "C" and environ_update.get("LC_ALL") == "C"
         assert not check_rc
         calls.append(list(args))
+        inputs.append(kwargs.get("data"))
         if len(calls) > len(script):
             raise AssertionError("unexpected command #%d: %r" % (len(calls), args))
         entry = script[len(calls) - 1]
@@ -157,6 +177,9 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
                 assert hashlib.sha256(handle.read()).hexdigest() == entry["expect_file_sha256"]
         if "effect" in entry:
             apply_effect(entry["effect"], args)
+        check_data(entry, kwargs.get("data"))
+        if entry.get("execute"):
+            return execute(args, kwargs.get("data"), entry["execute"])
         return entry.get("rc", 0), entry.get("out", ""), entry.get("err", "")
 
     def fake_exit_json(self, **kwargs):
@@ -180,6 +203,7 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
             mock.patch.object(_machinectl, "_monotonic", clock.monotonic), \
             mock.patch.object(_machinectl, "_sleep", clock.sleep), \
             mock.patch.object(_util, "ORIGIN_DIR", str(origin_dir)), \
+            mock.patch.object(_util, "NSPAWN_DIR", str(nspawn_dir)), \
             mock.patch.object(_image, "IMAGE_STORE", str(store)), \
             patch_module_args(args):
         result = None
@@ -190,12 +214,104 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
         assert result is not None, "the module neither exited nor failed"
     assert len(calls) == len(script), (
         "%d of %d scripted commands were not run: %r" % (len(script) - len(calls), len(script), script[len(calls):]))
-    return Outcome(result, result["failed"], calls, warnings)
+    return Outcome(result, result["failed"], calls, warnings, inputs)
+
+
+def check_data(entry, data):
+    """What a scripted command got on its stdin."""
+    if "expect_data" in entry:
+        assert data == entry["expect_data"], "stdin: expected %r, got %r" % (entry["expect_data"], data)
+    for fragment in entry.get("data_contains", []):
+        assert data is not None and fragment in data, "%r not in stdin %r" % (fragment, data)
+    for fragment in entry.get("data_lacks", []):
+        assert data is None or fragment not in data, "%r unexpectedly in stdin" % (fragment,)
+
+
+def execute(args, data, how):
+    """Run a scripted command for real on this machine (a parser that needs no privileges)."""
+    if how == "inside":  # systemd-run -M NAME --wait --pipe -q [-p PROP]... COMMAND...
+        args = list(args[6:])
+        while args and args[0] == "-p":
+            args = args[2:]
+    program = shutil.which(os.path.basename(args[0]))
+    assert program, "%s is not installed here" % args[0]
+    done = subprocess.run([program] + list(args[1:]), input=data, capture_output=True, text=True, check=False,
+                          env=dict(os.environ, LANG="C", LC_ALL="C"))
+    return done.returncode, done.stdout, done.stderr
+
+
+def materialize(case, tmp_path):
+    """Write a case's files and symlinks now (placeholders filled in); returns the case without them.
+
+    Lets a test take a snapshot of the files before the module runs, or run a module twice on the same files.
+    {root} is the tree of the machine nixos in the image store.
+    """
+    store = tmp_path / "machines"
+    store.mkdir(exist_ok=True)
+    mapping = dict(case.get("_mapping", {}), tmp=str(tmp_path), store=str(store), origin=str(tmp_path / "origin"),
+                   nspawn=str(tmp_path / "nspawn"), root=str(store / "nixos"))
+    case = substitute(copy.deepcopy(case), mapping)
+    for path, content in (case.get("files") or {}).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", newline="") as handle:
+            handle.write(content)
+    for path, target in (case.get("symlinks") or {}).items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(target, path)
+    return dict(case, files={}, symlinks={})
+
+
+def check_files(case, tmp_path):
+    """expect_files: {path: text, or null for "does not exist"}; expect_modes: {path: octal string}."""
+    mapping = dict(case.get("_mapping", {}), tmp=str(tmp_path), store=str(tmp_path / "machines"),
+                   origin=str(tmp_path / "origin"), nspawn=str(tmp_path / "nspawn"))
+    expected = substitute(case.get("expect_files") or {}, mapping)
+    for path, text in expected.items():
+        if text is None:
+            assert not os.path.lexists(path), "%s should not exist" % path
+        else:
+            assert os.path.isfile(path) and not os.path.islink(path), "%s is not a file" % path
+            with open(path, newline="") as handle:
+                content = handle.read()
+            assert content == text, "%s:\n--- expected\n%s\n--- got\n%s" % (path, text, content)
+    for path, mode in substitute(case.get("expect_modes") or {}, mapping).items():
+        assert oct(os.stat(path).st_mode & 0o7777) == oct(int(str(mode), 8)), "%s mode %o" % (path, os.stat(path).st_mode)
+
+
+def tree_snapshot(path):
+    """{relative path: (kind, content or link target, mode)} of everything under path."""
+    snapshot = {}
+    for directory, dirnames, filenames in os.walk(str(path)):
+        for name in dirnames + filenames:
+            full = os.path.join(directory, name)
+            info = os.lstat(full)
+            if os.path.islink(full):
+                snapshot[os.path.relpath(full, str(path))] = ("link", os.readlink(full), None)
+            elif os.path.isdir(full):
+                snapshot[os.path.relpath(full, str(path))] = ("dir", None, info.st_mode)
+            elif not os.path.isfile(full):  # a FIFO would block a read
+                snapshot[os.path.relpath(full, str(path))] = ("special", None, info.st_mode)
+            else:
+                with open(full, "rb") as handle:
+                    snapshot[os.path.relpath(full, str(path))] = ("file", handle.read(), info.st_mode, info.st_ino, info.st_mtime_ns)
+    return snapshot
 
 
 def apply_effect(effect, args):
-    """Side effects of a scripted command on the (temporary) filesystem, e.g. an export writing its file."""
-    if effect == "write_last_arg":
+    """Side effects of a scripted command on the (temporary) filesystem, e.g. an export writing its file.
+
+    A dict effect is {"symlink": {path: target}, "write": {path: text}}: (re)points symlinks, writes files.
+    """
+    if isinstance(effect, dict):
+        for path, target in (effect.get("symlink") or {}).items():
+            if os.path.lexists(path):
+                os.unlink(path)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(target, path)
+        for path, text in (effect.get("write") or {}).items():
+            with open(path, "w") as handle:
+                handle.write(text)
+    elif effect == "write_last_arg":
         with open(args[-1], "w") as handle:
             handle.write("exported\n")
     elif effect == "untar":  # tar -xpf FILE -C DIR

@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Files inside a machine's tree, read and written from the host without following symlinks.
+
+A container's root user owns its tree, so anything in it may be a symlink planted to make
+a process on the host read or write the host's own files (``/etc/nixos -> /etc``; with the
+host's path resolution that is the host's /etc). MachineDir opens a directory of the tree
+one component at a time from the tree's root with O_NOFOLLOW, and refuses any symlink on
+the way; every later operation is relative to that open directory (openat, renameat,
+unlinkat), so swapping a component for a symlink after the check changes nothing.
+
+Writes are atomic: a temporary file in the same directory (O_EXCL, O_NOFOLLOW), fsync,
+rename over the target. module.atomic_move is not used here because it works on path
+names, which are resolved again (following symlinks) at every call.
+
+Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+import uuid
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
+
+MAX_READ_BYTES = 16 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class UnsafePath(ModuleFailure):
+    """A symlink or a special file where the module expects a directory or a regular file."""
+
+
+class MachineDir(object):
+    """A directory of a machine's tree (``path`` as seen inside the machine, e.g. /etc/nixos).
+
+    Use as a context manager; ``exists`` says whether the directory is there.
+    """
+
+    def __init__(self, root, path, machine=None):
+        self.root = root
+        self.path = "/" + path.strip("/")
+        self.machine = machine or os.path.basename(root.rstrip("/"))
+        self.host_path = os.path.join(root, path.strip("/"))
+        self.fd = None
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    @property
+    def exists(self):
+        return self.fd is not None
+
+    def inside(self, name):
+        return "%s/%s" % (self.path.rstrip("/"), name)
+
+    def _refuse(self, where, problem):
+        raise UnsafePath("%s in machine %s %s; the module does not follow symlinks or open special files in a machine's "
+                         "tree, which a container could point at the host's own files" % (where, self.machine, problem))
+
+    def open(self):
+        """Open the directory; False when a component does not exist. Refuses symlinks and non-directories."""
+        fd = os.open(self.root, _DIR_FLAGS)
+        walked = ""
+        try:
+            for part in [part for part in self.path.split("/") if part]:
+                walked += "/" + part
+                try:
+                    child = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        return False
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        info = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                        if stat.S_ISLNK(info.st_mode):
+                            self._refuse(walked, "is a symlink (to %s)" % os.readlink(part, dir_fd=fd))
+                        self._refuse(walked, "is not a directory")
+                    raise
+                os.close(fd)
+                fd = child
+            self.fd, fd = fd, None
+            return True
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def lstat(self, name):
+        """os.lstat of an entry, None when it does not exist (or the directory does not)."""
+        if self.fd is None:
+            return None
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def readlink(self, name):
+        """The target of the symlink name, None when there is no such symlink."""
+        if self.fd is None:
+            return None
+        try:
+            return os.readlink(name, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EINVAL):
+                return None
+            raise
+
+    def read(self, name, limit=MAX_READ_BYTES):
+        """(text, os.stat_result) of the regular file name, (None, None) when it does not exist."""
+        if self.fd is None:
+            return None, None
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | _NOFOLLOW, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._refuse(self.inside(name), "is a symlink (to %s)" % self.readlink(name))
+            raise
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                self._refuse(self.inside(name), "is not a regular file")
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise ModuleFailure("%s in machine %s is larger than %d bytes" % (self.inside(name), self.machine, limit))
+        return data.decode("utf-8", "surrogateescape"), info
+
+    def write(self, name, text, mode, uid=None, gid=None):
+        """Replace name by a file holding text, atomically (temporary file, fsync, rename)."""
+        tmp = ".%s.%s.tmp" % (name, uuid.uuid4().hex[:12])
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | _NOFOLLOW, 0o600, dir_fd=self.fd)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text.encode("utf-8", "surrogateescape"))
+                if uid is not None and gid is not None:
+                    try:
+                        os.fchown(handle.fileno(), uid, gid)
+                    except PermissionError:  # not root: the file stays ours
+                        pass
+                os.fchmod(handle.fileno(), mode)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            tmp = None
+            os.fsync(self.fd)
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp, dir_fd=self.fd)
+                except FileNotFoundError:
+                    pass
+
+    def remove(self, name):
+        """Remove the entry name (a symlink itself, never its target); True when there was one."""
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            return False
+        return True
+
+    @staticmethod
+    def backup_name(name):
+        """The name of a backup copy of name, as module.backup_local() names them."""
+        return "%s.%s.%s~" % (name, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime()))
+
+    def backup(self, name, backup, text, info):
+        """Write a copy of name (its text, mode and owner from info) as backup."""
+        self.write(backup, text, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)

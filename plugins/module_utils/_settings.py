@@ -1,0 +1,146 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The nspawn_settings backend: /etc/systemd/nspawn/NAME.nspawn, merged or purged.
+
+Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from ansible_collections.nspawn.nixos.plugins.module_utils import _util
+from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
+from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import (
+    SECTIONS, NspawnFile, NspawnSettingsError, check_setting, restart_required, to_values,
+)
+from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, settings_path, text_diff
+from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError, check_machine_name
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+def read_text(path):
+    """The text of path, None when it does not exist."""
+    if not os.path.lexists(path):
+        return None
+    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        return handle.read()
+
+
+def write_text_atomic(module, path, text, mode=FILE_MODE):
+    """Write text to path through a temporary file in the same directory and module.atomic_move.
+
+    A new file gets mode (root:root as the module runs as root); an existing one keeps its
+    owner and mode (atomic_move copies them).
+    """
+    creating = not os.path.exists(path)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        module.atomic_move(tmp, path)
+        if creating:
+            os.chmod(path, mode)  # atomic_move applies the umask to a new file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def desired_values(settings, systemd_version):
+    """{section: {key: [str values]}} from the module's settings option, every name and value checked.
+
+    Raises ValidationError naming settings.SECTION.KEY for anything systemd-nspawn would not read
+    back exactly, or does not know in this version.
+    """
+    if not isinstance(settings, dict):
+        raise ValidationError("settings: must be a dict of sections (%s)" % ", ".join(SECTIONS))
+    desired = {}
+    for section, keys in settings.items():
+        if section not in SECTIONS:
+            raise ValidationError("settings.%s: [%s] is not a section of .nspawn files; systemd.nspawn(5) has %s"
+                                  % (section, section, ", ".join("[%s]" % name for name in SECTIONS)))
+        if keys is None:
+            keys = {}
+        if not isinstance(keys, dict):
+            raise ValidationError("settings.%s: must be a dict of key: value, got %s" % (section, type(keys).__name__))
+        desired[section] = {}
+        for key, value in keys.items():
+            try:
+                values = to_values(value, section, key)
+                check_setting(section, key, values, systemd_version)
+            except NspawnSettingsError as exc:
+                raise ValidationError("settings.%s.%s: %s" % (section, key, exc))
+            desired[section][key] = values
+    return desired
+
+
+class SettingsBackend(Backend):
+    """nspawn_settings: the .nspawn file of one machine in the trusted directory."""
+
+    def run(self):
+        params = self.module.params
+        name = check_machine_name(params["name"])
+        mc = Machinectl(self.runner)
+        mc.require_tools()
+        version = mc.version
+        present = params["state"] == "present"
+        desired = desired_values(params["settings"] or {}, version) if present else {}
+
+        path = settings_path(name)
+        if os.path.isdir(path):
+            raise ValidationError("name: %s is a directory, not a settings file" % path)
+        before = read_text(path)
+        after = self._edit(before, desired, params["purge"]) if present else None
+        changed = before != after
+        running = mc.is_running(name)
+
+        self.result.update(
+            changed=changed, path=path, backup_file=None,
+            restart_required=bool(changed and running and restart_required(before, after)),
+            settings=NspawnFile(after or "").to_dict(),
+        )
+        if self.module._diff:
+            self.result["diff"] = text_diff(path, before, after)
+        if changed:
+            self._apply(path, before, after)
+
+    def _edit(self, before, desired, purge):
+        nspawn = NspawnFile(before or "")
+        for number, line in nspawn.invalid_lines():
+            self.module.warn("line %d of the existing settings file is not valid and is kept as it is: %r" % (number, line))
+        for section, keys in desired.items():
+            for key, values in keys.items():
+                spec = check_setting(section, key, values)
+                if spec.replaced_by:
+                    self.module.warn("settings.%s.%s: %s= is the old name of %s=" % (section, key, key, spec.replaced_by))
+                nspawn.set(section, key, values)
+        if purge:
+            nspawn.purge(dict((section, [key for key, values in keys.items() if values]) for section, keys in desired.items()))
+        return nspawn.render()
+
+    def _apply(self, path, before, after):
+        directory = os.path.dirname(path)
+        if after is not None and not os.path.isdir(directory):
+            self.actions.append("create_directory")
+            if not self.module.check_mode:
+                os.makedirs(directory, DIR_MODE)
+                os.chmod(directory, DIR_MODE)
+        if before is not None and self.module.params["backup"]:
+            self.actions.append("backup")
+            self.result["backup_file"] = self.module.backup_local(path)
+        self.actions.append("remove" if after is None else "write")
+        if self.module.check_mode:
+            return
+        if after is None:
+            _util.remove_file(path)
+        else:
+            write_text_atomic(self.module, path, after)

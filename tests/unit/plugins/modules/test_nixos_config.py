@@ -1,0 +1,168 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+
+from ansible_collections.nspawn.nixos.plugins.modules import nixos_config
+
+from module_harness import (
+    check_expectations, check_files, check_mode_commands, load_cases, materialize, run_module, tree_snapshot,
+)
+
+CASES = load_cases("test_nixos_config.yaml")
+SUCCESS = [case for case in CASES if not case.get("failed")]
+NIX = shutil.which("nix-instantiate")
+
+
+def _ids(cases):
+    return [case["id"] for case in cases]
+
+
+def _prepare(case, tmp_path):
+    if case.get("needs_nix") and NIX is None:
+        pytest.skip("nix-instantiate is not installed (Debian/Ubuntu package nix-bin)")
+    case = materialize(case, tmp_path)
+    for path in case.get("fifos") or []:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkfifo(path)
+    return case
+
+
+def _snapshot(tmp_path):
+    return tree_snapshot(tmp_path)
+
+
+def _etc_nixos(tmp_path):
+    return tmp_path / "machines" / "nixos" / "etc" / "nixos"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_case(case, tmp_path):
+    case = _prepare(case, tmp_path)
+    before = _snapshot(tmp_path)
+    outcome = run_module(nixos_config.main, case, tmp_path)
+    check_expectations(case, outcome)
+    check_files(case, tmp_path)
+    result = outcome.result
+    for path, target in (case.get("expect_links") or {}).items():
+        assert os.readlink(path) == target
+    for key, value in (case.get("rebuild") or {}).items():
+        assert result["rebuild"][key] == value, "rebuild.%s: %r != %r" % (key, result["rebuild"][key], value)
+    if case.get("secret"):
+        everything = json.dumps(result) + json.dumps(outcome.warnings)
+        assert case["secret"] not in everything, "the password hash leaked into the result"
+    if outcome.failed:
+        assert "actions" in result or case.get("argument_spec_error")
+        if not {"restore", "set_root_password"} & set(result.get("actions", [])):
+            assert _snapshot(tmp_path) == before, "a failed run changed files"
+        return
+    if not result["changed"]:
+        assert outcome.mutating_calls == []
+        assert _snapshot(tmp_path) == before, "a run without changes touched files"
+    for key in ("root", "files", "backup_files", "rebuild", "validation", "generation", "actions"):
+        assert key in result, key
+    listing = os.listdir(str(_etc_nixos(tmp_path))) if _etc_nixos(tmp_path).is_dir() else []
+    backups = sorted(name for name in listing if name.endswith("~"))
+    expected = case.get("backups") or {}
+    assert [name.split(".%d." % os.getpid())[0] for name in backups] == sorted(expected)
+    assert sorted(result["backup_files"]) == ["/etc/nixos/" + name for name in backups]
+    for name in backups:
+        assert (_etc_nixos(tmp_path) / name).read_text() == expected[name.split(".%d." % os.getpid())[0]]
+    assert [name for name in listing if name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("case", SUCCESS, ids=_ids(SUCCESS))
+def test_check_mode_predicts_and_writes_nothing(case, tmp_path):
+    case = _prepare(case, tmp_path)
+    before = _snapshot(tmp_path)
+    check = run_module(nixos_config.main, case, tmp_path, check_mode=True, commands=check_mode_commands(case))
+    assert not check.failed, check.result.get("msg")
+    assert check.mutating_calls == []
+    assert _snapshot(tmp_path) == before, "check mode changed files"
+    real = run_module(nixos_config.main, case, tmp_path)
+    assert not real.failed, real.result.get("msg")
+    for key in ("changed", "actions", "diff", "files", "validation", "root"):
+        assert check.result.get(key) == real.result.get(key), key
+    assert len(check.result["backup_files"]) == len(real.result["backup_files"])
+    assert check.warnings == [w for w in real.warnings if "activation snippet specialfs" not in w]
+
+
+@pytest.mark.parametrize("case", SUCCESS, ids=_ids(SUCCESS))
+def test_second_run_changes_nothing(case, tmp_path):
+    case = _prepare(case, tmp_path)
+    first = run_module(nixos_config.main, case, tmp_path)
+    assert not first.failed, first.result.get("msg")
+    snapshot = _snapshot(tmp_path)
+    queries = [entry for entry in case["run_command"] if entry["command"][0] == "machinectl"]
+    second = run_module(nixos_config.main, case, tmp_path, commands=queries)
+    assert not second.failed, second.result.get("msg")
+    assert second.result["changed"] is False
+    assert second.result["actions"] == []
+    assert second.result["rebuild"] is None
+    assert _snapshot(tmp_path) == snapshot, "the second run touched files"
+
+
+def _plain_case(**input_):
+    return dict(
+        id="plain", input=dict(dict(name="nixos", rebuild="none"), **input_),
+        run_command=[
+            dict(command=["machinectl", "show-image", "nixos"], out="Name=nixos\nPath={root}\nType=directory\n"),
+            dict(command=["machinectl", "show", "nixos"], rc=1, err="No machine 'nixos' known\n"),
+        ])
+
+
+def test_new_file_gets_the_owner_of_etc_nixos_and_changed_files_keep_theirs(tmp_path):
+    nixos_dir = _etc_nixos(tmp_path)
+    nixos_dir.mkdir(parents=True)
+    (nixos_dir / "configuration.nix").write_text("{ ... }:\n{\n  imports = [ ];\n}\n")
+    os.chown(str(nixos_dir), 100000, 100000)  # a container with private users (-U)
+    os.chown(str(nixos_dir / "configuration.nix"), 100000, 100001)
+    os.chmod(str(nixos_dir / "configuration.nix"), 0o640)
+    outcome = run_module(nixos_config.main, materialize(_plain_case(settings={}), tmp_path), tmp_path)
+    assert not outcome.failed, outcome.result.get("msg")
+    assert outcome.result["actions"] == ["write", "add_import"]
+    new = os.stat(str(nixos_dir / "ansible.nix"))
+    assert (new.st_uid, new.st_gid, stat.S_IMODE(new.st_mode)) == (100000, 100000, 0o644)
+    edited = os.stat(str(nixos_dir / "configuration.nix"))
+    assert (edited.st_uid, edited.st_gid, stat.S_IMODE(edited.st_mode)) == (100000, 100001, 0o640)
+    assert (nixos_dir / "configuration.nix").read_text() == "{ ... }:\n{\n  imports = [ ./ansible.nix ];\n}\n"
+
+
+def test_without_diff_mode_there_is_no_diff(tmp_path):
+    nixos_dir = _etc_nixos(tmp_path)
+    nixos_dir.mkdir(parents=True)
+    (nixos_dir / "configuration.nix").write_text("{ imports = [ ]; }\n")
+    case = dict(_plain_case(settings={}), diff=False)
+    outcome = run_module(nixos_config.main, materialize(case, tmp_path), tmp_path)
+    assert not outcome.failed
+    assert "diff" not in outcome.result
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch):
+    nixos_dir = _etc_nixos(tmp_path)
+    nixos_dir.mkdir(parents=True)
+    (nixos_dir / "configuration.nix").write_text("{ imports = [ ]; }\n")
+    (nixos_dir / "ansible.nix").write_text("{ old = true; }\n")
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    outcome = run_module(nixos_config.main, materialize(_plain_case(content="{ new = true; }\n"), tmp_path), tmp_path)
+    assert outcome.failed
+    assert outcome.result["msg"] == "OSError: [Errno 28] No space left on device"
+    assert outcome.result["actions"] == ["write"]
+    assert (nixos_dir / "ansible.nix").read_text() == "{ old = true; }\n"
+    assert sorted(os.listdir(str(nixos_dir))) == ["ansible.nix", "configuration.nix"]
