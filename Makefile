@@ -74,7 +74,7 @@ collection-link:
 test: deps
 	@start=$$(date +%s); rc=0; \
 	$(MAKE) --no-print-directory sanity units lint build integration molecule || rc=$$?; \
-	$(MAKE) --no-print-directory lab-down-all >/dev/null 2>&1 || true; \
+	$(LAB) down --all --prefix pytest- --prefix molecule- >/dev/null 2>&1 || true; \
 	echo "make test: rc=$$rc in $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # A copy of the tracked (and new, not ignored) files at a path ansible-test accepts.
@@ -142,12 +142,7 @@ lab-down-all:
 	$(LAB) down --all
 
 demo: deps
-	$(LAB) up --name demo --release 12
-	@echo
-	@echo "The lab host 'demo' runs real systemd. Look inside with:"
-	@echo "  PYTHONPATH=tests .venv/bin/python -m lab ssh demo-debian12-1 machinectl list-images"
-	@echo "  .venv/bin/ansible -i \$$($(LAB) inventory --name demo) all -m setup -a filter=ansible_service_mgr"
-	@echo "Stop it with: make lab-down LAB_NAME=demo"
+	VENV=$(VENV) scripts/demo.sh
 
 clean: lab-down-all
 	rm -rf tests/output $(SANITY_ROOT)

@@ -108,11 +108,18 @@ class Host:
         (self.root / "etc/hosts").write_text(
             "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n" % self.name)
 
+    @property
+    def data_dir(self):
+        """Bind-mounted at /srv/data: a folder on the state root's own file system (not the
+        overlay), where idmapped bind mounts (Bind=...:idmap) of nested machines work;
+        overlayfs refuses them ("Failed to map ids")."""
+        return self.dir / "data"
+
     def nspawn_argv(self):
         """The systemd-nspawn command line of this host."""
         return ["systemd-nspawn", "--boot", "--directory=" + str(self.root), "--machine=" + self.name,
                 "--register=no", "--keep-unit", "--private-network", "--console=read-only", "--link-journal=no",
-                "--bind-ro=%s:/srv/images" % self.images_dir]
+                "--bind-ro=%s:/srv/images" % self.images_dir, "--bind=%s:/srv/data" % ensure_dir(self.data_dir)]
 
     def start(self):
         """Start the supervisor (and so systemd-nspawn) in the host's cgroup folders."""

@@ -127,6 +127,7 @@ class Lab:
                 raise LabError("lab %r exists (%s); `python -m lab down --name %s` first" % (self.name, self.dir, self.name))
             self.down()
         started = time.monotonic()
+        _raise_inotify_limit()
         artifacts = Builder(log=self.log).ensure()
         self.seconds = {"build": round(time.monotonic() - started, 2)}
         ensure_dir(self.dir)
@@ -191,15 +192,23 @@ class Lab:
         self.hosts = []
 
     @classmethod
-    def down_all(cls, state_root=None, log=print):
+    def down_all(cls, state_root=None, log=print, prefixes=None):
         """Down every lab under the state root (also those of killed runs), then sweep lab
         cgroup folders whose processes run from this state root but that no lab names any
-        more. Labs of other state roots are left alone. Returns the labs' names."""
+        more. Labs of other state roots are left alone. Returns the labs' names.
+
+        With `prefixes`, only the labs whose names start with one of them are downed (the
+        labs a test run starts, e.g. "pytest-" and "molecule-"), and nothing else is swept:
+        a developer's own labs keep running."""
         root = Path(state_root or config.state_root())
         names = cls.names(root)
+        if prefixes:
+            names = [name for name in names if name.startswith(tuple(prefixes))]
         for name in names:
             log("down %s" % name)
             cls(name, root, log).down()
+        if prefixes:
+            return names
         marker = "--directory=%s/" % root
         _remove_cgroups([name for name in cgroups.lab_folder_names() if cgroups.any_process_mentions(name, marker)])
         if root.is_dir():
@@ -287,3 +296,18 @@ def _remove_cgroups(names):
     for name in names:
         cgroups.kill(name)
         cgroups.remove(name)
+
+
+# Every lab host's systemd, and every machine inside it, takes inotify instances of the
+# machine's root user; the kernel default (128) runs out with a few labs at once and a
+# host then fails to boot with "Too many open files".
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_MIN_INSTANCES = 1024
+
+
+def _raise_inotify_limit():
+    try:
+        if int(INOTIFY_INSTANCES.read_text()) < INOTIFY_MIN_INSTANCES:
+            INOTIFY_INSTANCES.write_text("%d\n" % INOTIFY_MIN_INSTANCES)
+    except (OSError, ValueError):
+        pass  # a read-only /proc/sys: boot anyway, as before
