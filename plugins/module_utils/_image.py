@@ -188,7 +188,7 @@ class ImageBackend(Backend):
         for step in plan:
             self.actions.append(step)
             if step == "remove":
-                mc.act("remove", name)
+                mc.remove(name)
             else:
                 remove_file(origin_path(name))
 
@@ -238,7 +238,7 @@ class ImageBackend(Backend):
         for step in plan:
             if step == "remove":
                 self.actions.append("remove")
-                mc.act("remove", name)
+                mc.remove(name)
             elif step in ("pull", "download", "replace"):
                 self._acquire(mc, name, url, checksum, how, requested, replace=step == "replace")
             else:
@@ -313,7 +313,7 @@ class ImageBackend(Backend):
                                         % (redact_url(url), expected, sha256), url=redact_url(url), sha256=sha256)
                 if replace:
                     self.actions.append("remove")
-                    mc.act("remove", name)
+                    mc.remove(name)
                 self.actions.append("import")
                 kind = image_kind(url)
                 if mc.importd_available():

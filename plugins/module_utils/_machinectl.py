@@ -27,6 +27,9 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
 IMPORTCTL_MIN_VERSION = 256
 IMPORTD_BINARIES = ("/usr/lib/systemd/systemd-importd", "/lib/systemd/systemd-importd")
 POLL_INTERVAL = 0.2
+# Right after a machine stopped, `machinectl remove` can fail with EBUSY for a moment (measured: up
+# to a second or two on a loaded host): try for REMOVE_ATTEMPTS * POLL_INTERVAL seconds.
+REMOVE_ATTEMPTS = 25
 TERMINATE_GRACE = 10
 WAIT_INTERVAL = 0.5
 # Tried in order inside the machine: NixOS keeps systemctl under /run/current-system/sw/bin,
@@ -225,6 +228,17 @@ class Machinectl(object):
         """start, poweroff, reboot, terminate, enable, disable, remove."""
         self.runner.run(["machinectl", verb, name], msg="machinectl %s %s failed" % (verb, name))
 
+    def remove(self, name):
+        """machinectl remove, tried again while the image is busy (a machine that just stopped)."""
+        for attempt in range(REMOVE_ATTEMPTS):
+            rc, out, err = self.runner.run(["machinectl", "remove", name], check=False)
+            if rc == 0:
+                return
+            if "Device or resource busy" not in err or attempt == REMOVE_ATTEMPTS - 1:
+                raise CommandError("machinectl remove %s failed (rc=%s): %s" % (name, rc, (err or out or "").strip()[-2000:]),
+                                   ["machinectl", "remove", name], rc, out, err)
+            _sleep(POLL_INTERVAL)
+
     def wait_gone(self, name, timeout):
         """Poll until machined no longer knows the machine (poweroff returns before it finishes)."""
         deadline = _monotonic() + timeout
@@ -261,6 +275,10 @@ class Machinectl(object):
             if state in SYSTEM_UP_STATES:
                 return state
             last = state or err.strip() or "rc=%s" % rc
+            # EHOSTDOWN: machined no longer knows the machine (its init died while booting): fail now, not at the timeout.
+            if not state and "Host is down" in err and self.show(name) is None:
+                raise ModuleFailure("machine %s stopped before its system manager reached running or degraded (last: %s)"
+                                    % (name, last[-500:]))
             if _monotonic() >= deadline:
                 raise WaitTimeout("the system manager in machine %s did not reach running or degraded within %s seconds (last: %s)"
                                   % (name, timeout, last[-500:]))
@@ -424,7 +442,7 @@ class MachineBackend(Backend):
                 mc.act("terminate", name)
                 mc.wait_gone(name, TERMINATE_GRACE)
         elif step == "remove_image":
-            mc.act("remove", name)
+            mc.remove(name)
             remove_origin(name)
         else:
             mc.act(step, name)
