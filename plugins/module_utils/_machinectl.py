@@ -263,7 +263,7 @@ class Machinectl(object):
     def system_state_argv(self, name):
         # No '$' in the script: the service manager running it expands $VAR in ExecStart= arguments.
         script = "; ".join("[ -x %s ] && exec %s is-system-running" % (path, path) for path in SYSTEMCTL_PATHS) + "; exit 127"
-        return ["systemd-run", "-M", name, "--wait", "--pipe", "-q", "/bin/sh", "-c", script]
+        return ["systemd-run", "-M", name, "--wait", "--pipe", "--collect", "-q", "/bin/sh", "-c", script]
 
     def wait_system_running(self, name, timeout):
         """Poll the container's own systemd until it reports running or degraded; returns that state."""
@@ -317,7 +317,7 @@ class Machinectl(object):
         options = []
         for prop in properties:
             options += ["-p", prop]
-        return ["systemd-run", "-M", name, "--wait", "--pipe", "-q"] + options + list(argv)
+        return ["systemd-run", "-M", name, "--wait", "--pipe", "--collect", "-q"] + options + list(argv)
 
     def run_input(self, argv, data=None, check=True, msg=None):
         """Runner.run with data (str, sent as it is) on the command's stdin. Returns (rc, out, err)."""

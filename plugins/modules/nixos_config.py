@@ -18,12 +18,12 @@ description:
     refused with a message that says what to add by hand.
   - B(Validation) - before anything is written, every new or changed file is parsed with
     C(nix-instantiate --store dummy:// --parse) - on the host when C(nix-instantiate) is installed there (Debian and
-    Ubuntu package C(nix-bin)), else inside the running machine (C(systemd-run -M NAME --wait --pipe -q
+    Ubuntu package C(nix-bin)), else inside the running machine (C(systemd-run -M NAME --wait --pipe --collect -q
     /run/current-system/sw/bin/nix-instantiate ...), the text on stdin). A syntax error fails the task with the
     parser's message (file, line, column) and leaves every file as it was. When the host has no C(nix-instantiate) and
     the machine is not running (only possible with O(rebuild=none)), the files are written unchecked, with a warning.
   - B(Rebuild) - when a file changed, C(nixos-rebuild) runs in the machine through
-    C(systemd-run -M NAME --wait --pipe -q -p RuntimeMaxSec=TIMEOUT /bin/sh -lc "exec /run/current-system/sw/bin/nixos-rebuild ACTION")
+    C(systemd-run -M NAME --wait --pipe --collect -q -p RuntimeMaxSec=TIMEOUT /bin/sh -lc "exec /run/current-system/sw/bin/nixos-rebuild ACTION")
     (a login shell gives it NixOS's PATH and NIX_PATH; never C(machinectl shell), which always exits 0). When
     C(/etc/nixos/flake.nix) exists, C(--flake /etc/nixos#nixos) is added (the upstream nspawn-nixos image ships such a
     flake).

@@ -16,7 +16,7 @@ description:
   - C(machinectl poweroff) and C(machinectl reboot) return before the machine has stopped or come back;
     the module polls C(machinectl show) until it has, for at most O(timeout) seconds.
   - With O(wait=true) the module waits until the container's own systemd reports V(running) or
-    V(degraded) (C(systemd-run -M NAME --wait --pipe -q ... systemctl is-system-running)), so that
+    V(degraded) (C(systemd-run -M NAME --wait --pipe --collect -q ... systemctl is-system-running)), so that
     later tasks can run commands inside it.
   - A machine that does not power off within O(timeout) seconds is terminated (C(machinectl terminate)),
     with a warning.

@@ -246,9 +246,9 @@ def test_wait_system_running_accepts_degraded(clock):
     module, mc = make([(1, "", "Failed to connect to bus\n"), (1, "starting\n", ""), (1, "degraded\n", "")])
     assert mc.wait_system_running("nixos", 10) == "degraded"
     argv = module.calls[0]
-    assert argv[:8] == ["systemd-run", "-M", "nixos", "--wait", "--pipe", "-q", "/bin/sh", "-c"]
-    assert "$" not in argv[8]  # the service manager would expand it
-    assert argv[8].startswith("[ -x /run/current-system/sw/bin/systemctl ] && exec /run/current-system/sw/bin/systemctl")
+    assert argv[:9] == ["systemd-run", "-M", "nixos", "--wait", "--pipe", "--collect", "-q", "/bin/sh", "-c"]
+    assert "$" not in argv[9]  # the service manager would expand it
+    assert argv[9].startswith("[ -x /run/current-system/sw/bin/systemctl ] && exec /run/current-system/sw/bin/systemctl")
 
 
 def test_wait_system_running_timeout_reports_last_state(clock):
@@ -276,9 +276,9 @@ def test_inside_argv_and_run_inside_with_stdin():
     module = InputModule([(0, "ok\n", "")])
     mc = Machinectl(Runner(module))
     assert mc.inside_argv("n", ["/bin/true"], ["RuntimeMaxSec=5"]) == [
-        "systemd-run", "-M", "n", "--wait", "--pipe", "-q", "-p", "RuntimeMaxSec=5", "/bin/true"]
+        "systemd-run", "-M", "n", "--wait", "--pipe", "--collect", "-q", "-p", "RuntimeMaxSec=5", "/bin/true"]
     assert mc.run_inside("n", ["/run/current-system/sw/bin/chpasswd", "-e"], "root:x\n") == (0, "ok\n", "")
-    assert module.calls == [["systemd-run", "-M", "n", "--wait", "--pipe", "-q", "/run/current-system/sw/bin/chpasswd", "-e"]]
+    assert module.calls == [["systemd-run", "-M", "n", "--wait", "--pipe", "--collect", "-q", "/run/current-system/sw/bin/chpasswd", "-e"]]
     assert module.data == ("root:x\n", True)
     assert module.envs[0]["LANG"] == "C"
     assert mc.runner.history == module.calls

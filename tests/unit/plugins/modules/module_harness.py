@@ -229,8 +229,8 @@ def check_data(entry, data):
 
 def execute(args, data, how):
     """Run a scripted command for real on this machine (a parser that needs no privileges)."""
-    if how == "inside":  # systemd-run -M NAME --wait --pipe -q [-p PROP]... COMMAND...
-        args = list(args[6:])
+    if how == "inside":  # systemd-run -M NAME --wait --pipe --collect -q [-p PROP]... COMMAND...
+        args = list(args[7:])
         while args and args[0] == "-p":
             args = args[2:]
     program = shutil.which(os.path.basename(args[0]))
