@@ -14,6 +14,7 @@ callback keeps printing what a human reads.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,25 @@ CHECKOUT = TESTS_DIR.parent
 OUTPUT_DIR = TESTS_DIR / "output"  # git-ignored
 TARGETS_DIR = INTEGRATION_DIR / "targets"
 CALLBACKS_DIR = INTEGRATION_DIR / "callback_plugins"
+# Integration targets name their tasks "<case> | <step>" (e.g. "start | check 1"); results
+# carry them as "<role> : <case> | <step>".
+ROLE_PREFIX = re.compile(r"^[a-z_]+ : ")
+CASE_TASK = re.compile(r"^(?P<case>.+?) \| (?P<step>.+)$")
+
+
+def task_name(record):
+    """A task record's name without the role prefix."""
+    return ROLE_PREFIX.sub("", record["task"])
+
+
+def case_steps(records):
+    """case -> {step: record} for tasks named "<case> | <step>" that ran (not skipped)."""
+    found = {}
+    for record in records:
+        match = CASE_TASK.match(task_name(record))
+        if match and record["status"] != "skipped":
+            found.setdefault(match.group("case"), {})[match.group("step")] = record
+    return found
 
 
 def collections_path():

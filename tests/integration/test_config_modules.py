@@ -14,7 +14,6 @@ at its start), so the targets run in any order; the tests check that nothing is 
 """
 
 import json
-import re
 import secrets
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import sys
 import pytest
 import yaml
 
-from runner import TARGETS_DIR, collections_path
+from runner import TARGETS_DIR, case_steps, collections_path, task_name
 
 TARGETS = ("nspawn_settings", "nixos_config", "nspawn_info")
 # The machines and images each target creates (its defaults).
@@ -32,8 +31,6 @@ TARGET_MACHINES = {
     "nixos_config": ("nixcfg",),
     "nspawn_info": ("info-run", "info-stop"),
 }
-ROLE_PREFIX = re.compile(r"^[a-z_]+ : ")
-CASE_TASK = re.compile(r"^(?P<case>.+?) \| (?P<step>.+)$")
 NO_LOG_PLACEHOLDER = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
 
@@ -61,7 +58,7 @@ class TargetRun:
 
     def record(self, task, host):
         """The record (status, result, ...) of the last run of a task (name without the role prefix) on host."""
-        matches = [record for record in self.records(host) if _task_name(record) == task]
+        matches = [record for record in self.records(host) if task_name(record) == task]
         if not matches:
             raise KeyError("no task %r on %s in %s" % (task, host, self.target))
         return matches[-1]
@@ -101,23 +98,9 @@ def config_target_run(ansible_runner):
     return run
 
 
-def _task_name(record):
-    return ROLE_PREFIX.sub("", record["task"])
-
-
-def _cases(records):
-    """case -> {step: record} for tasks named "<case> | <step>" that ran (not skipped)."""
-    cases = {}
-    for record in records:
-        match = CASE_TASK.match(_task_name(record))
-        if match and record["status"] != "skipped":
-            cases.setdefault(match.group("case"), {})[match.group("step")] = record
-    return cases
-
-
 def _check_case_pattern(run, host):
     """Check mode predicts the real run; the second real run changes nothing. Returns the cases."""
-    cases = dict((case, steps) for case, steps in _cases(run.records(host)).items()
+    cases = dict((case, steps) for case, steps in case_steps(run.records(host)).items()
                  if any(step.startswith(("check", "real")) for step in steps))
     problems = []
     for case, steps in sorted(cases.items()):
@@ -160,7 +143,7 @@ def test_config_target(target, lab_host, config_target_run, capsys):
     records = run.records(host)
     asserts = [record for record in records if record["action"] == "ansible.builtin.assert"]
     conditions = _assert_conditions(target)
-    checked = sum(len(record["result"].get("results") or [None]) * conditions[_task_name(record)] for record in asserts)
+    checked = sum(len(record["result"].get("results") or [None]) * conditions[task_name(record)] for record in asserts)
     module_calls = sum(len(record["result"].get("results") or [None]) for record in records if record["action"].startswith("nspawn.nixos."))
     with capsys.disabled():
         print("\n%s on %s (systemd %s): %d cases, %d assert tasks with %d conditions passed, %d module calls, %d tasks, %.1f s for all hosts"

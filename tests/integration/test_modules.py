@@ -14,19 +14,16 @@ same for "check 2" / "real 2", and "<case> | real 2" changed nothing (actions ==
 """
 
 import json
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
 
-from runner import TARGETS_DIR
+from runner import CASE_TASK, TARGETS_DIR, case_steps, task_name
 
 TARGETS = ("nspawn_image", "nspawn_machine")
 GZ_IMAGE = "nixos-fixture-x86_64-linux.tar.gz"
-ROLE_PREFIX = re.compile(r"^[a-z_]+ : ")
-CASE_TASK = re.compile(r"^(?P<case>.+?) \| (?P<step>.+)$")
 
 
 class TargetRun:
@@ -46,7 +43,7 @@ class TargetRun:
 
     def result(self, task, host):
         """The result dict of the last run of a task (name without the role prefix) on host."""
-        matches = [record for record in self.records(host) if _task_name(record) == task]
+        matches = [record for record in self.records(host) if task_name(record) == task]
         if not matches:
             raise KeyError("no task %r on %s in %s" % (task, host, self.target))
         return matches[-1]["result"]
@@ -109,23 +106,9 @@ def _reboot(lab, host, timeout=60):
         time.sleep(0.5)
 
 
-def _task_name(record):
-    return ROLE_PREFIX.sub("", record["task"])
-
-
-def _cases(records):
-    """case -> {step: result} for tasks named "<case> | <step>" that ran (not skipped)."""
-    cases = {}
-    for record in records:
-        match = CASE_TASK.match(_task_name(record))
-        if match and record["status"] != "skipped":
-            cases.setdefault(match.group("case"), {})[match.group("step")] = record
-    return cases
-
-
 def _check_case_pattern(run, host):
     """Check mode predicts the real run; the second real run changes nothing. Returns the cases."""
-    cases = _cases(run.records(host))
+    cases = case_steps(run.records(host))
     problems = []
     for case, steps in sorted(cases.items()):
         for check, real in (("check 1", "real 1"), ("check 2", "real 2")):
@@ -166,9 +149,9 @@ def _summary(run, host, cases, capsys):
     records = run.records(host)
     asserts = [record for record in records if record["action"] == "ansible.builtin.assert"]
     per_task = _assert_conditions(run.target)
-    conditions = sum(per_task.get(_task_name(record), 0) * max(1, len(record["result"].get("results", [])))
+    conditions = sum(per_task.get(task_name(record), 0) * max(1, len(record["result"].get("results", [])))
                      for record in asserts)
-    assert_cases = {CASE_TASK.match(_task_name(record)).group("case") for record in asserts if CASE_TASK.match(_task_name(record))}
+    assert_cases = {CASE_TASK.match(task_name(record)).group("case") for record in asserts if CASE_TASK.match(task_name(record))}
     module_calls = [record for record in records if record["action"].startswith("nspawn.nixos.")]
     reboot = " (host reboot %.1f s)" % run.reboot[host]["seconds"] if "seconds" in run.reboot.get(host, {}) else ""
     with capsys.disabled():
