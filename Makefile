@@ -1,7 +1,9 @@
 # nspawn.nixos: every quality gate, from nothing, on a Debian 12 machine as root.
 #
-#   make test       everything CI runs (sanity, units, lint, build, integration, molecule)
-#   make demo       boot a lab host and show how to reach it
+#   make test         everything CI runs (sanity, units, lint, build, integration, molecule, reliability)
+#   make demo         boot a lab host and show how to reach it
+#   make bench        benchmarks on lab hosts; figures into benchmarks/RESULTS.md (never fails on slowness)
+#   make reliability  bad input and faults on lab hosts, each against a snapshot of the host
 #
 # Nothing here needs more than Debian's package archive and PyPI.
 
@@ -37,12 +39,13 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv collection-link test sanity units lint docs-lint changelog-lint build \
-        integration molecule lab-build lab-up lab-down lab-down-all lab-status demo clean
+        integration molecule reliability bench lab-build lab-up lab-down lab-down-all lab-status demo clean
 
 help:
 	@echo "make demo        boot a lab host (real systemd) and print how to reach it"
-	@echo "make test        every quality gate: sanity units lint build integration molecule"
-	@echo "make sanity | units | lint | build | integration | molecule"
+	@echo "make test        every quality gate: sanity units lint build integration molecule reliability"
+	@echo "make sanity | units | lint | build | integration | molecule | reliability"
+	@echo "make bench       benchmarks on lab hosts, results in benchmarks/RESULTS.md"
 	@echo "make lab-build | lab-up [LAB_RELEASES='12 13'] | lab-status | lab-down"
 
 # --- installation -------------------------------------------------------------------------
@@ -73,7 +76,7 @@ collection-link:
 
 test: deps
 	@start=$$(date +%s); rc=0; \
-	$(MAKE) --no-print-directory sanity units lint build integration molecule || rc=$$?; \
+	$(MAKE) --no-print-directory sanity units lint build integration molecule reliability || rc=$$?; \
 	$(LAB) down --all --prefix pytest- --prefix molecule- >/dev/null 2>&1 || true; \
 	echo "make test: rc=$$rc in $$(( $$(date +%s) - start )) s"; exit $$rc
 
@@ -123,6 +126,15 @@ molecule: deps
 	@scenarios=$$(ls -d extensions/molecule/*/ 2>/dev/null | xargs -rn1 basename | grep -v '^shared$$' || true); \
 	if [ -z "$$scenarios" ]; then echo "molecule: no scenarios yet"; exit 0; fi; \
 	cd extensions && for s in $$scenarios; do $(BIN)/molecule test -s $$s; done
+
+# Bad input and faults on lab hosts (tests/reliability): fails when something breaks.
+reliability: deps
+	NSPAWN_LAB_REQUIRED=1 $(BIN)/pytest -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
+
+# Figures, not tests: boots its own lab hosts, writes benchmarks/RESULTS.md.
+BENCH_ARGS ?=
+bench: deps
+	PYTHONPATH=$(CURDIR)/tests $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # --- the lab ------------------------------------------------------------------------------
 

@@ -283,7 +283,7 @@ def _describe_images(artifacts):
     return {
         "directory": str(artifacts.images_dir), "base_url": IMAGE_SERVER, "files": files,
         "sha256sums_url": IMAGE_SERVER + "SHA256SUMS",
-        "fault_urls": {"cut": IMAGE_SERVER + "cut/", "noetag": IMAGE_SERVER + "noetag/"},
+        "fault_urls": {mode: IMAGE_SERVER + mode + "/" for mode in ("cut", "noetag", "corrupt")},
     }
 
 

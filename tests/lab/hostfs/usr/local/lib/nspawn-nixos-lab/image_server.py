@@ -11,9 +11,14 @@ path prefix:
     /noetag/FILE    the same file without ETag and Last-Modified (a plain server).
     /cut/FILE       announces the full Content-Length, sends half of the body, then
                     closes the connection (an interrupted download).
+    /corrupt/FILE   the whole file, same length and validators, with 64 KiB of zeros
+                    written over the middle of the body (a damaged tarball: its
+                    compression's checksum fails, and so does any sha256 pin).
 
 Every request is logged to stderr (the journal of nspawn-nixos-lab-images.service), so
-tests can tell whether a download happened. Readiness is reported with sd_notify.
+tests can tell whether a download happened; every body sent is logged as
+"sent N body bytes of /PATH" (benchmarks add them up). Readiness is reported with
+sd_notify.
 """
 
 import argparse
@@ -26,7 +31,8 @@ import socket
 import sys
 import urllib.parse
 
-FAULT_MODES = ("cut", "noetag")
+FAULT_MODES = ("cut", "noetag", "corrupt")
+CORRUPT_BYTES = 64 * 1024
 CONTENT_TYPES = {
     ".xz": "application/x-xz",
     ".gz": "application/gzip",
@@ -79,8 +85,11 @@ class ImageRequestHandler(http.server.BaseHTTPRequestHandler):
         with open(path, "rb") as source:
             if mode == "cut":
                 self.send_part_and_hang_up(source, stat.st_size // 2)
+            elif mode == "corrupt":
+                self.send_corrupted(source, stat.st_size)
             else:
                 shutil.copyfileobj(source, self.wfile, 1024 * 1024)
+                self.log_message("sent %d body bytes of %s", stat.st_size, self.path)
 
     def parse_path(self):
         """Return (mode, file name) of the request; the name is "" for the index and
@@ -97,6 +106,16 @@ class ImageRequestHandler(http.server.BaseHTTPRequestHandler):
             return mode, None
         return mode, name
 
+    def send_corrupted(self, source, size):
+        """Send the file with CORRUPT_BYTES zero bytes in place of the middle of it."""
+        start = max(0, size // 2 - CORRUPT_BYTES // 2)
+        length = min(CORRUPT_BYTES, size - start)
+        self.wfile.write(source.read(start))
+        self.wfile.write(b"\0" * length)
+        source.seek(start + length)
+        shutil.copyfileobj(source, self.wfile, 1024 * 1024)
+        self.log_message("sent %d body bytes of %s (%d bytes zeroed at %d)", size, self.path, length, start)
+
     def if_none_match(self):
         """The ETags listed in the request's If-None-Match header."""
         header = self.headers.get("If-None-Match", "")
@@ -111,7 +130,7 @@ class ImageRequestHandler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.log_message("cut the connection after %d bytes", length)
+        self.log_message("sent %d body bytes of %s, then cut the connection", length, self.path)
 
     def send_index(self, send_body):
         """A plain text list of the served files (for humans and curl)."""
