@@ -158,6 +158,7 @@ class ImageBackend(Backend):
                 self.module.no_log_values.add(secret)
         if export_to:
             self._check_export_to(export_to, params["state"])
+        self.lock(name)
 
         mc = Machinectl(self.runner)
         mc.require_tools()

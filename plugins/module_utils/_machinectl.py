@@ -360,6 +360,7 @@ class MachineBackend(Backend):
         if params["remove_image"] and state != "absent":
             raise ValidationError("remove_image: only applies with state=absent")
         want_enabled = False if state == "absent" else params["enabled"]
+        self.lock(name)
 
         mc = Machinectl(self.runner)
         mc.require_tools()

@@ -167,6 +167,7 @@ class NixosBackend(Backend):
             if not present:
                 raise ValidationError("root_password_hash: only applies with state=present")
         text, imperative_password = self._new_text(present, secret)
+        self.lock(name)
 
         mc = Machinectl(self.runner)
         mc.require_tools()

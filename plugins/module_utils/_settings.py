@@ -94,6 +94,7 @@ class SettingsBackend(Backend):
         version = mc.version
         present = params["state"] == "present"
         desired = desired_values(params["settings"] or {}, version) if present else {}
+        self.lock(name)
 
         path = settings_path(name)
         if os.path.isdir(path):

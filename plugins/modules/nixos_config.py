@@ -37,6 +37,7 @@ author:
 extends_documentation_fragment:
   - nspawn.nixos.attributes
   - nspawn.nixos.name
+  - nspawn.nixos.lock
 options:
   state:
     description:
@@ -284,6 +285,7 @@ def main():
             "root_password_hash": dict(type="str", no_log=True),
             "timeout": dict(type="int", default=3600),
             "backup": dict(type="bool", default=False),
+            "lock_timeout": dict(type="int", default=600),
         },
         mutually_exclusive=[("settings", "content")],
         supports_check_mode=True,

@@ -30,6 +30,7 @@ author:
 extends_documentation_fragment:
   - nspawn.nixos.attributes
   - nspawn.nixos.name
+  - nspawn.nixos.lock
 options:
   state:
     description:
@@ -202,6 +203,7 @@ def main():
             force=dict(type="bool", default=False),
             export_to=dict(type="path"),
             timeout=dict(type="int", default=60),
+            lock_timeout=dict(type="int", default=600),
         ),
         supports_check_mode=True,
     )

@@ -26,6 +26,7 @@ author:
 extends_documentation_fragment:
   - nspawn.nixos.attributes
   - nspawn.nixos.name
+  - nspawn.nixos.lock
 options:
   state:
     description:
@@ -148,6 +149,7 @@ def main():
             wait=dict(type="bool", default=True),
             timeout=dict(type="int", default=120),
             remove_image=dict(type="bool", default=False),
+            lock_timeout=dict(type="int", default=600),
         ),
         supports_check_mode=True,
     )

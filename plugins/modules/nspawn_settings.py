@@ -26,6 +26,7 @@ author:
 extends_documentation_fragment:
   - nspawn.nixos.attributes
   - nspawn.nixos.name
+  - nspawn.nixos.lock
 options:
   state:
     description:
@@ -161,6 +162,7 @@ def main():
             settings=dict(type="dict", default={}),
             purge=dict(type="bool", default=False),
             backup=dict(type="bool", default=False),
+            lock_timeout=dict(type="int", default=600),
         ),
         supports_check_mode=True,
     )

@@ -3,7 +3,9 @@
     build [--force]                      build what the recipes need (prints timings)
     up [--name N] [--release 12] [--release 13] [--count K] [--replace]
                                          boot hosts, print seconds to SSH-ready and how to reach them
-    down [--name N | --all [--prefix P]] stop and remove a lab (--all: every lab, and debris of killed runs)
+    down [--name N | --all [--prefix P] [--run-id ID]]
+                                         stop and remove a lab (--all: every lab, and debris of killed runs;
+                                         --run-id: only labs started with NSPAWN_LAB_RUN_ID=ID)
     status [--name N] [--json]           labs, hosts, PIDs
     inventory [--name N]                 print the path of a lab's inventory
     ssh HOST [COMMAND...]                log into a lab host (or run a command) over real SSH
@@ -65,6 +67,7 @@ def _parser():
     which.add_argument("--name", default="lab")
     which.add_argument("--all", action="store_true", help="every lab under the state root, and debris of killed runs")
     down.add_argument("--prefix", action="append", help="with --all: only labs whose name starts with this (repeatable)")
+    down.add_argument("--run-id", help="with --all: only labs started with NSPAWN_LAB_RUN_ID set to this")
     down.set_defaults(command=cmd_down)
 
     status = commands.add_parser("status", help="show labs and hosts")
@@ -117,7 +120,7 @@ def cmd_up(args):
 
 def cmd_down(args):
     if args.all:
-        names = Lab.down_all(prefixes=args.prefix)
+        names = Lab.down_all(prefixes=args.prefix, run_id=args.run_id)
         print("removed: %s" % (", ".join(names) or "no lab (swept leftovers)"))
         return 0
     lab = Lab(args.name)

@@ -2,7 +2,8 @@
 
 State of a lab (under config.state_root()/<name>/, so that a later process can find it):
 
-    lab.json          what runs: hosts, PIDs, roots, SSH arguments, image URLs and sha256s
+    lab.json          what runs: hosts, PIDs, roots, SSH arguments, image URLs and sha256s,
+                      and the run that started it ($NSPAWN_LAB_RUN_ID, e.g. one `make test`)
     inventory.ini     Ansible inventory (groups debian12, debian13, sidecar_hosts)
     host_vars/        localhost's controller-side Python
     ssh_config        `ssh -F ssh_config HOST`
@@ -49,6 +50,8 @@ class Lab:
         self.hosts = []
         self.images = {}
         self.seconds = {}
+        # Which run started the lab: `make test` downs the labs of its own run only.
+        self.run_id = os.environ.get("NSPAWN_LAB_RUN_ID", "")
         self._save_lock = threading.Lock()
 
     # -- paths ---------------------------------------------------------------------------
@@ -90,6 +93,7 @@ class Lab:
         lab.hosts = [Host.from_json(host, lab.dir, log) for host in data.get("hosts", [])]
         lab.images = data.get("images", {})
         lab.seconds = data.get("seconds", {})
+        lab.run_id = data.get("run_id", "")
         return lab
 
     @classmethod
@@ -192,22 +196,26 @@ class Lab:
         self.hosts = []
 
     @classmethod
-    def down_all(cls, state_root=None, log=print, prefixes=None):
+    def down_all(cls, state_root=None, log=print, prefixes=None, run_id=None):
         """Down every lab under the state root (also those of killed runs), then sweep lab
         cgroup folders whose processes run from this state root but that no lab names any
         more. Labs of other state roots are left alone. Returns the labs' names.
 
         With `prefixes`, only the labs whose names start with one of them are downed (the
         labs a test run starts, e.g. "pytest-" and "molecule-"), and nothing else is swept:
-        a developer's own labs keep running."""
+        a developer's own labs keep running. With `run_id`, only the labs started with that
+        NSPAWN_LAB_RUN_ID (and nothing else is swept either): a second `make test` on the
+        same machine keeps its labs."""
         root = Path(state_root or config.state_root())
         names = cls.names(root)
         if prefixes:
             names = [name for name in names if name.startswith(tuple(prefixes))]
+        if run_id:
+            names = [name for name in names if _run_id_of(name, root) == run_id]
         for name in names:
             log("down %s" % name)
             cls(name, root, log).down()
-        if prefixes:
+        if prefixes or run_id:
             return names
         marker = "--directory=%s/" % root
         _remove_cgroups([name for name in cgroups.lab_folder_names() if cgroups.any_process_mentions(name, marker)])
@@ -225,7 +233,7 @@ class Lab:
         return {
             "name": self.name, "state_dir": str(self.dir), "inventory": str(self.inventory), "ssh_config": str(self.ssh_config),
             "proxy": str(self.dir / "proxy"), "images_dir": self.images.get("directory", ""), "images": self.images,
-            "seconds": self.seconds, "hosts": [host.to_json() for host in self.hosts],
+            "seconds": self.seconds, "run_id": self.run_id, "hosts": [host.to_json() for host in self.hosts],
         }
 
     def save(self):
@@ -285,6 +293,14 @@ def _describe_images(artifacts):
         "sha256sums_url": IMAGE_SERVER + "SHA256SUMS",
         "fault_urls": {mode: IMAGE_SERVER + mode + "/" for mode in ("cut", "noetag", "corrupt")},
     }
+
+
+def _run_id_of(name, root):
+    """The NSPAWN_LAB_RUN_ID a lab was started with ("" when none, or unreadable)."""
+    try:
+        return json.loads((Path(root) / name / "lab.json").read_text()).get("run_id", "")
+    except (OSError, ValueError):
+        return ""
 
 
 def _timed_poweroff(host):

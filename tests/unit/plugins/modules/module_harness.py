@@ -35,7 +35,7 @@ import yaml
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.nspawn.nixos.plugins.module_utils import _image, _machinectl, _util
+from ansible_collections.nspawn.nixos.plugins.module_utils import _image, _lock, _machinectl, _util
 
 HERE = os.path.dirname(__file__)
 
@@ -204,6 +204,7 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
             mock.patch.object(_machinectl, "_sleep", clock.sleep), \
             mock.patch.object(_util, "ORIGIN_DIR", str(origin_dir)), \
             mock.patch.object(_util, "NSPAWN_DIR", str(nspawn_dir)), \
+            mock.patch.object(_lock, "LOCK_DIR", str(tmp_path) + "-locks"), \
             mock.patch.object(_image, "IMAGE_STORE", str(store)), \
             patch_module_args(args):
         result = None

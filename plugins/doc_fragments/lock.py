@@ -1,0 +1,25 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment(object):
+
+    # The per-machine lock of the modules that change a machine, its image, settings or configuration.
+    DOCUMENTATION = r"""
+options:
+  lock_timeout:
+    description:
+      - Seconds to wait for another task that is changing the same machine (its image, settings file, NixOS
+        configuration or state) on this host, for example from a second playbook run at the same time.
+      - The modules of this collection take turns per machine name through an C(flock) on
+        C(/run/nspawn-nixos/locks/NAME.lock), held from before the module reads the state until it exits
+        (shared in check mode). A wait of a second or more is reported as a warning.
+      - After O(lock_timeout) seconds the task fails with a message naming the task that holds the lock.
+        V(0) fails at once when the machine is busy.
+    type: int
+    default: 600
+"""
