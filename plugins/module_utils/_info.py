@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl, _int_or_none
+from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl, int_or_none
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, read_origin, read_os_release, settings_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name
 
@@ -66,7 +66,7 @@ class InfoBackend(Backend):
             machines[name] = {
                 "name": name,
                 "state": props.get("State"),
-                "leader": _int_or_none(props.get("Leader")),
+                "leader": int_or_none(props.get("Leader")),
                 "class": props.get("Class") or row.get("class"),
                 "service": props.get("Service") or row.get("service"),
                 "unit": props.get("Unit"),
