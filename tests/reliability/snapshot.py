@@ -62,7 +62,9 @@ def walk(top, hash_files=True):
 
 def lines(argv):
     done = subprocess.run(argv, capture_output=True, text=True)
-    return sorted(line.split() for line in done.stdout.splitlines() if line.strip()) if done.returncode == 0 else ["rc=%d %s" % (done.returncode, done.stderr.strip())]
+    if done.returncode != 0:
+        return ["rc=%d %s" % (done.returncode, done.stderr.strip())]
+    return sorted(line.split() for line in done.stdout.splitlines() if line.strip())
 
 files = {}
 for top in ("/etc/systemd/nspawn", "/run/systemd/nspawn", "/var/lib/nspawn-nixos", "/var/tmp/nspawn-nixos"):

@@ -77,7 +77,7 @@ def test_other_machines_do_not_wait(clock):
 
 
 def test_check_mode_plans_share_and_wait_for_a_change(clock):
-    plans = [_lock.MachineLock("nixos", "nspawn_image", exclusive=False).acquire(timeout=0) for _ in range(2)]
+    plans = [_lock.MachineLock("nixos", "nspawn_image", exclusive=False).acquire(timeout=0) for _plan in range(2)]
     with pytest.raises(ModuleFailure, match="a task in check mode"):  # a plan holds it and wrote nothing
         _lock.MachineLock("nixos", "nspawn_image").acquire(timeout=0)
     for plan in plans:
