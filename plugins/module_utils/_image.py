@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 import urllib.error
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -28,12 +29,12 @@ from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, op
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
     Machinectl, export_kind, image_kind, url_path,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
     Backend, origin_path, read_origin, remove_file, write_json_atomic,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
-    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_url, url_password,
+    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_text, redact_url, url_password,
 )
 
 IMAGE_STORE = "/var/lib/machines"
@@ -252,6 +253,14 @@ class ImageBackend(Backend):
         method, verify = params["method"], params["verify"]
         scheme = urlsplit(url).scheme.lower()
         importd = mc.importd_available()
+        if url_password(url):
+            # importd would keep the URL, password included, in the name of its hidden cache image
+            # (.tar-<url>) and write it to the journal: such a URL is downloaded by the module.
+            if method == "pull":
+                raise ValidationError("method: pull cannot be used with a password in the URL (user:password@): "
+                                      "systemd-importd keeps the URL in the name of its cache image and logs it; "
+                                      "use method=auto or download")
+            method = "download"
         if method == "pull":
             if checksum:
                 raise ValidationError("checksum: needs method=download or auto; importd cannot verify a pinned checksum")
@@ -273,7 +282,7 @@ class ImageBackend(Backend):
         sha256 = None
         if how == "pull":
             self.actions.append("pull")
-            self.runner.run(mc.pull_argv(url, name, verify), msg="Pulling %s as %s failed" % (redact_url(url), name))
+            self._pull(mc, name, url, verify)
         else:
             sha256 = self._download_import(mc, name, url, checksum, replace)
             verify = "sha256" if checksum or verify == "checksum" else "no"
@@ -290,6 +299,20 @@ class ImageBackend(Backend):
         self.result.update(origin=origin, sha256=origin["sha256"])
         if "diff" in self.result:
             self.result["diff"]["after"]["sha256"] = origin["sha256"]
+
+    def _pull(self, mc, name, url, verify):
+        """importd's pull. importd does the work in its own service, so on failure the reason (a damaged
+        tarball, a refused connection) is in its journal rather than in importctl's output: quote it."""
+        started = int(time.time()) - 1
+        try:
+            self.runner.run(mc.pull_argv(url, name, verify), msg="Pulling %s as %s failed" % (redact_url(url), name))
+        except CommandError as exc:
+            dummy, out, dummy_err = self.runner.run(
+                ["journalctl", "-u", "systemd-importd.service", "--since=@%d" % started, "-n", "20", "-o", "cat", "--no-pager"],
+                check=False)
+            if out.strip():
+                exc.msg += "; the last lines of systemd-importd's journal:\n" + redact_text(out.strip())
+            raise
 
     def _download_import(self, mc, name, url, checksum, replace):
         timeout = self.module.params["timeout"]

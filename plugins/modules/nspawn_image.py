@@ -46,7 +46,9 @@ options:
         C(.tar.bz2) or C(.tar.zst) archive, or of a C(.raw)/C(.img)/C(.qcow2) disk image (optionally compressed).
       - Required when the image does not exist yet.
       - A C(user:password@) in the URL is sent as HTTP basic authentication (not forwarded on redirects) and is
-        hidden in the task's output and in the origin record.
+        hidden in the task's output and in the origin record. Such a URL is always downloaded by the module
+        (O(method=pull) is refused), because importd would keep the URL, password included, in the name of its
+        cache image and write it to the journal.
     type: str
   checksum:
     description:
@@ -68,7 +70,9 @@ options:
   method:
     description:
       - V(auto) pulls with importd where it can and downloads otherwise (see above).
-      - V(pull) always lets importd download (fails without importd, with a C(file://) URL, or with O(checksum)).
+      - V(pull) always lets importd download (fails without importd, with a C(file://) URL, with O(checksum), or with a
+        password in O(url)). When importd fails, the last lines of its journal are in the error message (importd works
+        in its own service; a damaged archive or a refused connection is reported there).
       - V(download) always downloads in the module, e.g. where SELinux policy keeps importd from downloading.
     type: str
     choices: [auto, pull, download]

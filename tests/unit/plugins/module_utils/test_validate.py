@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
-    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_url, url_password,
+    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_text, redact_url, url_password,
 )
 
 HEX = "0123456789abcdef" * 4
@@ -105,6 +105,18 @@ def test_redaction():
     assert redact_url(None) is None
     assert url_password("https://u:p%40ss@example.org/a") == "p%40ss"
     assert url_password("https://example.org/a") is None
+
+
+def test_redaction_of_sha256sums_urls_and_texts():
+    assert redact_url("sha256:https://u:tok@example.org/SHA256SUMS") == "sha256:https://********@example.org/SHA256SUMS"
+    assert redact_url("SHA256:http://tok@example.org/S") == "SHA256:http://********@example.org/S"
+    assert redact_url("sha256:" + "a" * 64) == "sha256:" + "a" * 64
+    assert url_password("sha256:https://u:tok@example.org/SHA256SUMS") == "tok"
+    assert url_password("sha256:" + "a" * 64) is None
+    text = "Pulling 'https://u:tok@example.org/x.tar', saving as 'n'.\nand ftp://t@h/y but not a@b or https://example.org/a@b"
+    assert redact_text(text) == ("Pulling 'https://********@example.org/x.tar', saving as 'n'.\nand ftp://********@h/y but not a@b "
+                                 "or https://example.org/a@b")
+    assert redact_text("") == ""
 
 
 @pytest.mark.parametrize("value", [0, -1, None])
