@@ -153,6 +153,8 @@ class ImageBackend(Backend):
         if url:
             check_url(url)
         checksum = parse_checksum(params["checksum"])
+        if checksum and params["method"] == "pull":  # also when the image is there already: the task is wrong either way
+            raise ValidationError("checksum: needs method=download or auto; importd cannot verify a pinned checksum")
         for value in (url, params["checksum"]):
             secret = url_password(value or "")
             if secret:
@@ -177,7 +179,7 @@ class ImageBackend(Backend):
         plan = []
         if image is not None:
             if mc.show(name) is not None:
-                raise ModuleFailure("image %s is in use by the running machine %s: stop it first with nspawn.nixos.nspawn_machine "
+                raise ModuleFailure("state: absent: image %s is in use by the running machine %s: stop it first with nspawn.nixos.nspawn_machine "
                                     "(state: stopped)" % (name, name))
             plan.append("remove")
         if os.path.lexists(origin_path(name)):

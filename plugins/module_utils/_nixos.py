@@ -290,7 +290,9 @@ class NixosBackend(Backend):
             if error["line"] is None:
                 raise CommandError("Checking %s with nix-instantiate failed (rc=%s), nothing was written: %s"
                                    % (change.path, rc, (err or out).strip()[-2000:]), full, rc, out, err)
-            raise CommandError("%s is not valid Nix, nothing was written: %s" % (change.path, error["summary"]), full, rc, out, err)
+            # The file of the module's own text is the user's input: name the option it came from.
+            option = ("content: " if self.module.params["content"] is not None else "settings: ") if change.path == self.module.params["dest"] else ""
+            raise CommandError("%s%s is not valid Nix, nothing was written: %s" % (option, change.path, error["summary"]), full, rc, out, err)
 
     def _steps(self, nixos, changes, password, rebuild):
         steps = []

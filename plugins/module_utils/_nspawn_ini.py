@@ -214,12 +214,31 @@ def check_key(section, key, systemd_version=None):
     return spec
 
 
+# Values systemd-nspawn refuses when the machine starts (it then does not start): checked here instead.
+_PORT_RE = re.compile(r"^(?:(?:tcp|udp):)?(\d{1,5})(?::(\d{1,5}))?$")
+
+
+def _check_port(value):
+    """Port= (systemd.nspawn(5), --port=): [tcp:|udp:]HOSTPORT[:CONTAINERPORT], ports 1-65535."""
+    match = _PORT_RE.match(value)
+    if not match or not all(1 <= int(port) <= 65535 for port in match.groups() if port is not None):
+        raise NspawnSettingsError("[Network] Port=%s: expected [tcp:|udp:]HOSTPORT[:CONTAINERPORT] with ports 1-65535, "
+                                  "e.g. tcp:8080:80" % value)
+
+
+VALUE_CHECKS = {("Network", "Port"): _check_port}
+
+
 def check_setting(section, key, values, systemd_version=None):
-    """check_key(), and a single value for keys where a later line would override an earlier one."""
+    """check_key(), a single value for keys where a later line would override an earlier one, and
+    the syntax of the values of VALUE_CHECKS' keys."""
     spec = check_key(section, key, systemd_version)
     if len(values) > 1 and not spec.multi:
         raise NspawnSettingsError("[%s] %s= takes one value, got %d: %r (systemd would use only the last)"
                                   % (section, key, len(values), values))
+    for value in values:
+        if (section, key) in VALUE_CHECKS:
+            VALUE_CHECKS[(section, key)](value)
     return spec
 
 

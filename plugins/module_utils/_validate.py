@@ -60,6 +60,9 @@ def check_machine_name(value, option="name"):
 def check_url(value, option="url", schemes=URL_SCHEMES):
     """An absolute URL of one of the allowed schemes, with a host (or a path for file://)."""
     check_text(value, option)
+    if any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7f for char in value):
+        raise ValidationError("%s: %r contains blanks or control characters; percent-encode them (a space is %%20)"
+                              % (option, redact_url(value)))
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port

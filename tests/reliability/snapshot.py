@@ -15,8 +15,9 @@ A snapshot (a dict, JSON-serialisable) holds:
     images       per image directory: sha256 of every file under etc/nixos, the targets
                  of nix/var/nix/profiles/* (the generations), etc/os-release's sha256.
                  Not the whole tree: a running machine writes its journal and /var.
-    machines     `machinectl list` (name, class, state) and the enabled
-                 systemd-nspawn@ units
+    machines     `machinectl list` (name, class, state) and the machines enabled at
+                 boot (the entries of /etc/systemd/system/machines.target.wants:
+                 `systemctl list-unit-files` does not list template instances)
     image_list   `machinectl list-images --all` (name, type, read-only)
 
 It is taken inside the host with nsenter (no SSH, no Ansible), by one python3 call.
@@ -90,11 +91,20 @@ for row in machines:
     if isinstance(row, list) and row:
         shown = subprocess.run(["machinectl", "show", row[0], "-p", "State", "--value"], capture_output=True, text=True)
         states[row[0]] = shown.stdout.strip()
-enabled = lines(["systemctl", "list-unit-files", "--no-legend", "--no-pager", "--state=enabled", "systemd-nspawn@*"])
+wants = "/etc/systemd/system/machines.target.wants"
+enabled = sorted(os.listdir(wants)) if os.path.isdir(wants) else []
 print(json.dumps({"files": files, "machines_dir": machines_dir, "images": images,
                   "machines": {"list": [r[:2] if isinstance(r, list) else r for r in machines], "states": states, "enabled": enabled},
                   "image_list": lines(["machinectl", "list-images", "--all", "--no-legend", "--no-pager"])}, sort_keys=True))
 '''
+
+
+def parse_snapshot(output):
+    """The snapshot from what SNAPSHOT_SCRIPT printed (also when a playbook task ran it)."""
+    data = json.loads(output)
+    # list-images shows sizes and times that move while a machine runs: keep name, type, ro.
+    data["image_list"] = [row[:3] if isinstance(row, list) else row for row in data["image_list"]]
+    return data
 
 
 def host_snapshot(host):
@@ -102,10 +112,7 @@ def host_snapshot(host):
     done = host.run(["python3", "-c", SNAPSHOT_SCRIPT], timeout=120)
     if done.returncode != 0:
         raise RuntimeError("snapshot of %s failed (rc %d): %s" % (host.name, done.returncode, done.stderr))
-    data = json.loads(done.stdout)
-    # list-images shows sizes and times that move while a machine runs: keep name, type, ro.
-    data["image_list"] = [row[:3] if isinstance(row, list) else row for row in data["image_list"]]
-    return data
+    return parse_snapshot(done.stdout)
 
 
 def differences(before, after, prefix=""):
@@ -144,4 +151,4 @@ def run_checked(host, argv):
     return done.stdout
 
 
-__all__ = ["host_snapshot", "differences", "assert_unchanged", "machine_state", "run_checked"]
+__all__ = ["SNAPSHOT_SCRIPT", "parse_snapshot", "host_snapshot", "differences", "assert_unchanged", "machine_state", "run_checked"]

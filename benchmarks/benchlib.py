@@ -1,0 +1,287 @@
+"""Shared pieces of the benchmarks: paths, bench labs, timed Ansible runs, host resets, statistics, Markdown.
+
+Used by run.py (`make bench`) and module_noop.py. Needs tests/ on sys.path (PYTHONPATH=tests)
+for the lab API; tests/integration is added here for its runner.
+"""
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+CHECKOUT = BENCH_DIR.parent
+for _path in (CHECKOUT / "tests", CHECKOUT / "tests" / "integration"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+# After the sys.path lines above: tests/lab (the lab API) and tests/integration/runner.py.
+# pylint: disable=wrong-import-position
+from ansible.release import __version__ as ANSIBLE_VERSION  # noqa: E402
+from lab import Lab, images  # noqa: E402
+from runner import CALLBACKS_DIR, OUTPUT_DIR, AnsibleRunner  # noqa: E402
+# pylint: enable=wrong-import-position
+
+CALLBACK_DIR = BENCH_DIR / "callback_plugins"   # bench_timing: every task's duration per host
+SITE_PLAYBOOK = CHECKOUT / "playbooks" / "site.yml"
+IMAGE_FILE = images.FIXTURE_IMAGE_FILES[0]      # the fixture image, .tar.xz (a key of lab.images["files"])
+LAB_PREFIX = "bench-"
+# Actions that run on the controller only (no module is sent to the managed host).
+CONTROLLER_ACTIONS = frozenset((
+    "set_fact", "assert", "debug", "fail", "meta", "include_vars", "include_tasks", "import_tasks", "include_role",
+    "import_role", "add_host", "group_by", "set_stats", "pause", "validate_argument_spec", "import_playbook",
+))
+
+
+class BenchError(RuntimeError):
+    """Something broke functionally (a converge failed, a no-op changed something, a reset left debris)."""
+
+
+# -- statistics and text ----------------------------------------------------------------------
+
+def median(values):
+    """The median, or None for no values."""
+    return statistics.median(values) if values else None
+
+
+def summary(values, digits=2):
+    """'median / min / max' of seconds (or '-')."""
+    if not values:
+        return "-"
+    return " / ".join("%.*f" % (digits, value) for value in (statistics.median(values), min(values), max(values)))
+
+
+def ratio(numerator, denominator):
+    """'N.NN×' or '-'."""
+    if not numerator or not denominator:
+        return "-"
+    return "%.2f×" % (numerator / denominator)
+
+
+def markdown_table(header, rows):
+    """A GitHub Markdown table (cells are str()-ed, '|' escaped)."""
+    def line(cells):
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+    return "\n".join([line(header), line(["---"] * len(header))] + [line(row) for row in rows])
+
+
+def print_table(header, rows, title=None):
+    """The same table as aligned text on stdout."""
+    if title:
+        print("\n" + title)
+    widths = [max(len(str(row[index])) for row in list(rows) + [header]) for index in range(len(header))]
+    for row in [header] + list(rows):
+        print("  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    sys.stdout.flush()
+
+
+def load_average():
+    """This machine's load average (1/5/15 min) as text."""
+    return "/".join("%.2f" % value for value in os.getloadavg())
+
+
+# -- task records (bench_timing) ----------------------------------------------------------------
+
+def short_action(action):
+    """'ansible.builtin.set_fact' -> 'set_fact'."""
+    return str(action).rsplit(".", 1)[-1]
+
+
+def ran(records):
+    """Task records that ran (not skipped)."""
+    return [record for record in records if record["status"] != "skipped"]
+
+
+def is_module_call(record):
+    """Did this task send a module to the managed host (not a controller-only action)?"""
+    return short_action(record["action"]) not in CONTROLLER_ACTIONS
+
+
+# -- Ansible runs -------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One timed ansible-playbook run."""
+
+    seconds: float                                  # the whole ansible-playbook process
+    records: list = field(default_factory=list)     # bench_timing records (task, action, host, status, changed, seconds)
+    stats: dict = field(default_factory=dict)       # host -> ok/changed/failures/...
+    output: str = ""
+
+    @property
+    def task_seconds(self):
+        """All task results' seconds together (hosts run in parallel: with several hosts, more than the wall time)."""
+        return sum(record["seconds"] for record in self.records)
+
+    @property
+    def outside_tasks(self):
+        """Seconds of ansible-playbook outside any task (one host): start, loading, templating, recap."""
+        return self.seconds - self.task_seconds
+
+    @property
+    def changed(self):
+        """Number of changed task results over all hosts."""
+        return sum(host.get("changed", 0) for host in self.stats.values())
+
+
+def timing_env(path, callback_dirs=()):
+    """Environment that loads bench_timing (after `callback_dirs`) and makes it write to `path`."""
+    return {"ANSIBLE_CALLBACK_PLUGINS": ":".join([str(folder) for folder in callback_dirs] + [str(CALLBACK_DIR)]),
+            "NSPAWN_BENCH_TIMING": str(path), "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+
+
+def read_timing(path):
+    """The records bench_timing wrote to `path` ([] when it wrote none)."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8"))["tasks"] if path.exists() else []
+
+
+def playbook(inventory, plays, limit=None, extra_vars=None, forks=None, what="ansible-playbook"):
+    """Run ansible-playbook (plays as data, or a path) through tests/integration/runner.py with
+    per-task timing; return a Run. Raises BenchError when it fails."""
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-timing-", dir=OUTPUT_DIR) as folder:
+        path = Path(folder) / "timing.json"
+        env = timing_env(path, [CALLBACKS_DIR])   # lab_json stays loaded
+        if forks:
+            env["ANSIBLE_FORKS"] = str(forks)
+        result = AnsibleRunner(inventory, env=env).playbook(plays, limit=limit, extra_vars=extra_vars)
+        records = read_timing(path)
+    run = Run(result.seconds, records, result.stats, result.stdout[-4000:] + result.stderr[-2000:])
+    if result.rc != 0:
+        raise BenchError("%s failed (rc=%d, limit %s):\n%s" % (what, result.rc, limit, run.output))
+    return run
+
+
+def role(inventory, limit, extra_vars=None, forks=None, what="the role"):
+    """playbooks/site.yml (nspawn.nixos.sidecar, as a user runs it) on the hosts matching `limit`."""
+    return playbook(inventory, SITE_PLAYBOOK, limit=limit, extra_vars=extra_vars, forks=forks, what=what)
+
+
+# -- labs and hosts -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def bench_lab(suffix, releases, count=1):
+    """Boot the lab bench-<suffix> (replacing a stale one), yield it, and down it at the end,
+    also on an error or Ctrl-C."""
+    lab = Lab(LAB_PREFIX + suffix, log=lambda message: print("  lab: " + message))
+    started = time.monotonic()
+    print("booting lab %s: %d host(s) of Debian %s..." % (lab.name, count * len(releases), ", ".join(releases)))
+    lab.up(releases=list(releases), count=count, replace=True)
+    print("lab %s up in %.1f s" % (lab.name, time.monotonic() - started))
+    try:
+        yield lab
+    finally:
+        print("downing lab %s..." % lab.name)
+        lab.down()
+
+
+def interleaved_hosts(lab):
+    """The lab's hosts with releases alternating (12, 13, 12, 13, ...), so every prefix mixes them."""
+    by_release = {}
+    for host in lab.hosts:
+        by_release.setdefault(host.version, []).append(host)
+    columns = [by_release[version] for version in sorted(by_release)]
+    return [host for row in zip(*columns) for host in row]
+
+
+# Removes machine NAME, its image, settings, origin record, staged copies and importd's hidden
+# cache images (.tar-<URL>...), then lists what is left ("LEFT ..." lines).
+RESET_SCRIPT = r"""
+name=$1
+machinectl terminate "$name" >/dev/null 2>&1
+for _ in $(seq 150); do machinectl show "$name" >/dev/null 2>&1 || break; sleep 0.2; done
+machinectl disable "$name" >/dev/null 2>&1
+machinectl list-images --all --no-legend --no-pager | while read -r image _; do
+  case "$image" in
+    "$name"|.tar-*|.raw-*)
+      for _ in $(seq 20); do machinectl remove "$image" >/dev/null 2>&1 && break; sleep 0.3; done ;;
+  esac
+done
+rm -f "/etc/systemd/nspawn/$name.nspawn" "/var/lib/nspawn-nixos/origin/$name.json"
+rm -rf /var/tmp/nspawn-nixos
+machinectl show "$name" >/dev/null 2>&1 && echo "LEFT machine $name"
+machinectl list-images --all --no-legend --no-pager | while read -r image _; do
+  case "$image" in "$name"|.tar-*|.raw-*) echo "LEFT image $image" ;; esac
+done
+for path in "/etc/systemd/nspawn/$name.nspawn" "/var/lib/nspawn-nixos/origin/$name.json" "/var/lib/machines/$name"; do
+  [ -e "$path" ] && echo "LEFT file $path"
+done
+[ "$(systemctl is-enabled "systemd-nspawn@$name.service" 2>/dev/null)" = enabled ] && echo "LEFT enabled systemd-nspawn@$name"
+true
+"""
+
+
+def reset_host(host, name):
+    """Bring `host` back to a state without machine `name` (as before a first converge), by hand
+    (nsenter, no Ansible); BenchError if anything is left."""
+    done = host.run(["bash", "-c", RESET_SCRIPT, "reset", name], timeout=120)
+    left = [line for line in done.stdout.splitlines() if line.startswith("LEFT ")]
+    if done.returncode != 0 or left:
+        raise BenchError("%s: reset left %s (rc=%d) %s" % (host.name, left, done.returncode, done.stderr[-1000:]))
+
+
+def reset_hosts(hosts, name):
+    """reset_host() on every host, in parallel."""
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        for future in [pool.submit(reset_host, host, name) for host in hosts]:
+            future.result()
+
+
+# -- where it ran -------------------------------------------------------------------------------
+
+def _cpuinfo():
+    models, count = [], 0
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            key, _sep, value = line.partition(":")
+            if key.strip() == "processor":
+                count += 1
+            elif key.strip() == "model name" and value.strip() not in models:
+                models.append(value.strip())
+    return ", ".join(models) or platform.processor() or "?", count
+
+
+def _meminfo_gib():
+    with open("/proc/meminfo", encoding="utf-8") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    return 0.0
+
+
+def _os_release():
+    try:
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "?"
+
+
+def machine_info():
+    """This machine and the controller's software, as (label, value) pairs."""
+    model, count = _cpuinfo()
+    return [
+        ("CPU", "%s, %d CPUs" % (model, count)),
+        ("RAM", "%.1f GiB" % _meminfo_gib()),
+        ("kernel", platform.release()),
+        ("controller", "%s, Python %s, ansible-core %s" % (_os_release(), platform.python_version(), ANSIBLE_VERSION)),
+    ]
+
+
+def lab_hosts_info(lab):
+    """'name: Debian X.Y, systemd N' of every lab host."""
+    lines = []
+    for host in lab.hosts:
+        version = host.run(["cat", "/etc/debian_version"]).stdout.strip() or host.version
+        lines.append("%s: Debian %s, systemd %s" % (host.name, version, host.systemd_version))
+    return lines
