@@ -290,6 +290,10 @@ def test_two_runs_at_once(lab_host, story, tally):
         unclear = [record for record in failures if not LOCK_MESSAGE.search(str(record["result"].get("msg", "")))]
         assert not unclear, "a concurrent run failed without naming the lock:\n%s" % both.explain(host)
     assert any(not failures for failures in outcomes), "neither concurrent run converged:\n%s" % both.explain(host)
+    # They did overlap: a task of one waited for the machine's lock while the other changed the machine.
+    waited = "for another task that was changing machine %s" % SIDECAR_NAME
+    assert any(waited in " ".join((result.stdout + result.stderr).split()) for result in both.results), \
+        "the two runs did not contend for the machine's lock:\n%s" % both.explain(host)
 
     after = both.after[host]
     new_images = [row for row in after["image_list"] if row not in steps["baseline"][host]["image_list"]]
