@@ -20,6 +20,7 @@ Private module: not a public API.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -58,7 +59,7 @@ class MachineLock(object):
                 fcntl.flock(self.fd, operation)
                 break
             except (IOError, OSError) as exc:
-                if exc.errno not in (11, 13):  # EAGAIN / EWOULDBLOCK, EACCES: someone else holds it
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # someone else holds it
                     raise
             self.waited = _monotonic() - started
             if self.waited >= timeout:

@@ -49,6 +49,30 @@ def case_steps(records):
     return found
 
 
+def check_case_pattern(cases, explain):
+    """Fail (with explain()'s text) where cases ({case: {step: record}}, from case_steps) break the
+    targets' pattern: "check N" predicts "real N" exactly (changed and actions), "check 1" predicts
+    the actions a failing real run ("real fails") began with, and "real 2" changes nothing."""
+    problems = []
+    for case, steps in sorted(cases.items()):
+        for check, real in (("check 1", "real 1"), ("check 2", "real 2")):
+            if check in steps and real in steps:
+                predicted, done = steps[check]["result"], steps[real]["result"]
+                if (predicted.get("changed"), predicted.get("actions")) != (done.get("changed"), done.get("actions")):
+                    problems.append("%s: %s said changed=%s actions=%s, %s did changed=%s actions=%s" % (
+                        case, check, predicted.get("changed"), predicted.get("actions"), real, done.get("changed"), done.get("actions")))
+        if "check 1" in steps and "real fails" in steps:
+            predicted, done = steps["check 1"]["result"], steps["real fails"]["result"]
+            if not predicted.get("changed") or done.get("actions")[:len(predicted["actions"])] != predicted["actions"]:
+                problems.append("%s: check 1 predicted %s, the failing real run did %s" % (case, predicted.get("actions"), done.get("actions")))
+        if "real 2" in steps:
+            second = steps["real 2"]["result"]
+            if second.get("changed") or second.get("actions") != []:
+                problems.append("%s: the second real run was not a no-op: changed=%s actions=%s"
+                                % (case, second.get("changed"), second.get("actions")))
+    assert not problems, "\n".join(problems) + "\n" + explain()
+
+
 def collections_path():
     """A directory holding ansible_collections/nspawn/nixos -> this checkout."""
     root = OUTPUT_DIR / "collections"

@@ -22,7 +22,7 @@ import sys
 import pytest
 import yaml
 
-from runner import TARGETS_DIR, case_steps, collections_path, task_name
+from runner import TARGETS_DIR, case_steps, check_case_pattern, collections_path, task_name
 
 TARGETS = ("nspawn_settings", "nixos_config", "nspawn_info")
 # The machines and images each target creates (its defaults).
@@ -98,31 +98,6 @@ def config_target_run(ansible_runner):
     return run
 
 
-def _check_case_pattern(run, host):
-    """Check mode predicts the real run; the second real run changes nothing. Returns the cases."""
-    cases = dict((case, steps) for case, steps in case_steps(run.records(host)).items()
-                 if any(step.startswith(("check", "real")) for step in steps))
-    problems = []
-    for case, steps in sorted(cases.items()):
-        for check, real in (("check 1", "real 1"), ("check 2", "real 2")):
-            if check in steps and real in steps:
-                predicted, done = steps[check]["result"], steps[real]["result"]
-                if (predicted.get("changed"), predicted.get("actions")) != (done.get("changed"), done.get("actions")):
-                    problems.append("%s: %s said changed=%s actions=%s, %s did changed=%s actions=%s" % (
-                        case, check, predicted.get("changed"), predicted.get("actions"), real, done.get("changed"), done.get("actions")))
-        if "check 1" in steps and "real fails" in steps:
-            predicted, done = steps["check 1"]["result"], steps["real fails"]["result"]
-            if not predicted.get("changed") or done.get("actions")[:len(predicted["actions"])] != predicted["actions"]:
-                problems.append("%s: check 1 predicted %s, the failing real run did %s" % (case, predicted.get("actions"), done.get("actions")))
-        if "real 2" in steps:
-            second = steps["real 2"]["result"]
-            if second.get("changed") or second.get("actions") != []:
-                problems.append("%s: the second real run was not a no-op: changed=%s actions=%s"
-                                % (case, second.get("changed"), second.get("actions")))
-    assert not problems, "\n".join(problems) + "\n" + run.explain(host)
-    return cases
-
-
 @pytest.mark.parametrize("target", TARGETS)
 def test_config_target(target, lab_host, config_target_run, capsys):
     run = config_target_run(target)
@@ -136,7 +111,10 @@ def test_config_target(target, lab_host, config_target_run, capsys):
     others_failed = any(stats["failures"] for name, stats in run.result.stats.items() if name != host)
     assert run.result.rc == 0 or (run.result.rc == 2 and others_failed), run.explain(host)
 
-    cases = _check_case_pattern(run, host)
+    # The cases of the pattern: those with check or real steps (not the setup and cleanup around them).
+    cases = dict((case, steps) for case, steps in case_steps(run.records(host)).items()
+                 if any(step.startswith(("check", "real")) for step in steps))
+    check_case_pattern(cases, lambda: run.explain(host))
     {"nspawn_settings": _check_settings, "nixos_config": _check_nixos_config, "nspawn_info": _check_info}[target](run, host)
     _check_cleaned_up(target, lab_host)
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from runner import CASE_TASK, TARGETS_DIR, case_steps, task_name
+from runner import CASE_TASK, TARGETS_DIR, case_steps, check_case_pattern, task_name
 
 TARGETS = ("nspawn_image", "nspawn_machine")
 GZ_IMAGE = "nixos-fixture-x86_64-linux.tar.gz"
@@ -106,26 +106,6 @@ def _reboot(lab, host, timeout=60):
         time.sleep(0.5)
 
 
-def _check_case_pattern(run, host):
-    """Check mode predicts the real run; the second real run changes nothing. Returns the cases."""
-    cases = case_steps(run.records(host))
-    problems = []
-    for case, steps in sorted(cases.items()):
-        for check, real in (("check 1", "real 1"), ("check 2", "real 2")):
-            if check in steps and real in steps and steps[real]["status"] != "failed":
-                predicted, done = steps[check]["result"], steps[real]["result"]
-                if (predicted.get("changed"), predicted.get("actions")) != (done.get("changed"), done.get("actions")):
-                    problems.append("%s: %s said changed=%s actions=%s, %s did changed=%s actions=%s" % (
-                        case, check, predicted.get("changed"), predicted.get("actions"), real, done.get("changed"), done.get("actions")))
-        if "real 2" in steps:
-            second = steps["real 2"]["result"]
-            if second.get("changed") or second.get("actions") != []:
-                problems.append("%s: the second real run was not a no-op: changed=%s actions=%s"
-                                % (case, second.get("changed"), second.get("actions")))
-    assert not problems, "\n".join(problems) + "\n" + run.explain(host)
-    return cases
-
-
 def _assert_conditions(target):
     """Assert task name -> number of its `that` conditions, read from the target's task files."""
     conditions = {}
@@ -174,7 +154,8 @@ def test_module_target(target, lab, lab_host, target_run, capsys):
         others_failed = any(stats["failures"] or stats["unreachable"] for name, stats in result.stats.items() if name != host)
         assert result.rc == 0 or (result.rc == 2 and others_failed), run.explain(host)
 
-    cases = _check_case_pattern(run, host)
+    cases = case_steps(run.records(host))
+    check_case_pattern(cases, lambda: run.explain(host))
     if target == "nspawn_image":
         _check_image_results(run, host, lab)
     else:
