@@ -97,6 +97,7 @@ class MachineBackend(Backend):
                 mc.act("start", name)
                 self._wait_up(mc, name, timeout)
             except ModuleFailure as exc:
+                mc.wait_unit_settled(name)
                 exc.msg = "%s\nLast lines of the journal of %s:\n%s" % (exc.msg, unit_name(name), mc.journal_tail(name))
                 raise
         elif step == "reboot":

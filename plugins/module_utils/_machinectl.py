@@ -27,6 +27,8 @@ POLL_INTERVAL = 0.2
 # to a second or two on a loaded host): try for REMOVE_ATTEMPTS * POLL_INTERVAL seconds.
 REMOVE_ATTEMPTS = 25
 TERMINATE_GRACE = 10
+# How long a failed start waits for the unit to finish stopping before its journal is read.
+UNIT_SETTLE_SECONDS = 5
 WAIT_INTERVAL = 0.5
 # Tried in order inside the machine: NixOS keeps systemctl under /run/current-system/sw/bin,
 # which the PATH of a systemd-run unit may not include.
@@ -212,6 +214,16 @@ class Machinectl(object):
         """The machine's leader PID, None when the machine is not running."""
         props = self.show(name)
         return int_or_none(props.get("Leader")) if props else None
+
+    def wait_unit_settled(self, name, timeout=UNIT_SETTLE_SECONDS):
+        """After a failed start: wait (briefly) while the machine's unit is still starting or stopping, so
+        that its journal holds how it ended (PID 1's "Main process exited", "Failed with result")."""
+        deadline = _monotonic() + timeout
+        while True:
+            dummy, out, dummy_err = self.runner.run(["systemctl", "is-active", unit_name(name)], check=False)
+            if out.strip() not in ("activating", "deactivating") or _monotonic() >= deadline:
+                return out.strip()
+            _sleep(POLL_INTERVAL)
 
     def journal_tail(self, name, lines=20):
         dummy, out, err = self.runner.run(
