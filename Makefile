@@ -39,12 +39,13 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv collection-link test sanity units lint docs-lint changelog-lint build \
-        integration molecule reliability bench lab-build lab-up lab-down lab-down-all lab-status demo clean
+        integration molecule reliability test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
 
 help:
 	@echo "make demo        boot a lab host (real systemd) and print how to reach it"
 	@echo "make test        every quality gate: sanity units lint build integration molecule reliability"
 	@echo "make sanity | units | lint | build | integration | molecule | reliability"
+	@echo "make test-real   opt-in: the default molecule scenario with the real upstream image (skipped offline)"
 	@echo "make bench       benchmarks on lab hosts, results in benchmarks/RESULTS.md"
 	@echo "make lab-build | lab-up [LAB_RELEASES='12 13'] | lab-status | lab-down"
 
@@ -133,6 +134,18 @@ molecule: deps
 reliability: deps
 	@if ! ls tests/reliability/test_*.py >/dev/null 2>&1; then echo "reliability: no tests yet"; exit 0; fi; \
 	NSPAWN_LAB_REQUIRED=1 $(BIN)/pytest -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
+
+# Opt-in, not part of `make test`: the default molecule scenario with the REAL upstream NixOS image instead of
+# the lab's fixture. Skipped, saying why, where the image cannot be downloaded (as on the project's own machines).
+REAL_IMAGE_URL ?= https://github.com/tfc/nspawn-nixos/releases/latest/download/nixos-system-x86_64-linux.tar.xz
+REAL_IMAGE_SHA256 ?=
+test-real: deps
+	@if ! reason=$$($(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=20)' \
+	    "$(REAL_IMAGE_URL)" 2>&1 | tail -n 1); then \
+	  echo "test-real: SKIPPED - $(REAL_IMAGE_URL) cannot be downloaded from this machine ($$reason); no real NixOS ran."; exit 0; fi; \
+	echo "test-real: the real image is reachable; the lab hosts need a route to the binary cache for nixos-rebuild"; \
+	cd extensions && NSPAWN_REAL_IMAGE_URL="$(REAL_IMAGE_URL)" NSPAWN_REAL_IMAGE_SHA256="$(REAL_IMAGE_SHA256)" \
+	  $(BIN)/molecule test -s default
 
 # Figures, not tests: boots its own lab hosts, writes benchmarks/RESULTS.md.
 BENCH_ARGS ?=

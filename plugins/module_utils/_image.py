@@ -31,7 +31,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
-    Backend, origin_path, read_origin, remove_file, write_json_atomic,
+    Backend, nixpkgs_record_path, origin_path, read_origin, remove_file, write_json_atomic,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
     ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_text, redact_url, url_password,
@@ -182,7 +182,7 @@ class ImageBackend(Backend):
                 raise ModuleFailure("state: absent: image %s is in use by the running machine %s: stop it first with nspawn.nixos.nspawn_machine "
                                     "(state: stopped)" % (name, name))
             plan.append("remove")
-        if os.path.lexists(origin_path(name)):
+        if os.path.lexists(origin_path(name)) or os.path.lexists(nixpkgs_record_path(name)):
             plan.append("remove_origin")
         self.result.update(changed=bool(plan), image=None, origin=None, drift={})
         self.set_diff(dict(state="absent" if image is None else "present"), dict(state="absent"))
@@ -193,8 +193,9 @@ class ImageBackend(Backend):
             self.actions.append(step)
             if step == "remove":
                 mc.remove(name)
-            else:
+            else:  # the records of where the image came from and which branch nixos_config locked its nixpkgs to
                 remove_file(origin_path(name))
+                remove_file(nixpkgs_record_path(name))
 
     # -- state=present -------------------------------------------------------
 

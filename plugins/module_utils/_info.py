@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl, int_or_none
+from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import LOCK_FILE, locked_input, parse_lock, store_path, summary
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, read_origin, read_os_release, settings_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name
 
@@ -100,8 +102,33 @@ class InfoBackend(Backend):
                 running=name in running,
                 enabled=self._is_enabled(mc, name),
                 os_release=read_os_release(path) if path and image_type in TREE_TYPES else {},
+                nixos=nixos_state(path, name) if path and image_type in TREE_TYPES else None,
                 origin=read_origin(name),
                 settings_file=settings if os.path.isfile(settings) else None,
                 properties=props,
             )
         return images
+
+
+def nixos_state(root, name):
+    """The NixOS side of an image tree, read from the host without following its symlinks: the system its profile
+    points at, that generation's number, and the nixpkgs its /etc/nixos/flake.lock locks. None for a tree without
+    /nix/var/nix/profiles/system (not NixOS)."""
+    try:
+        with MachineDir(root, "/nix/var/nix/profiles", name) as profiles:
+            link = profiles.readlink("system")
+            if link is None:
+                return None
+            generation = None
+            if link.startswith("system-") and link.endswith("-link") and link[7:-5].isdigit():
+                generation = int(link[7:-5])
+                link = profiles.readlink(link)
+        with MachineDir(root, "/etc/nixos", name) as nixos:
+            text, dummy = nixos.read(LOCK_FILE)
+        try:
+            nixpkgs = summary(locked_input(parse_lock(text)))
+        except ValueError:
+            nixpkgs = None
+    except (UnsafePath, OSError):
+        return None
+    return dict(system=store_path(link), generation=generation, nixpkgs=nixpkgs)

@@ -24,9 +24,15 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Ma
 from ansible_collections.nspawn.nixos.plugins.module_utils._nix import (
     NixEditError, NixValueError, ensure_import, import_path, nix_error, parse_check_argv, remove_import, render_module,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
+from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import (
+    IMAGE, LOCK_FILE, LOCK_SCRIPT, REGISTRY_PATH, UNMANAGED, check_reference, is_branch, lock_arguments, locked_input,
+    parse_lock, registry_pin, satisfies, store_path, summary,
+)
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath, read_in_root
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
-from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, text_diff
+from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
+    Backend, nixpkgs_record_path, read_json, remove_file, text_diff, write_json_atomic,
+)
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
     ValidationError, check_machine_name, check_text, check_timeout,
 )
@@ -42,20 +48,34 @@ SW_BIN = "/run/current-system/sw/bin"
 # a login shell sets up the same environment as `machinectl shell` would.
 LOGIN_SHELL = ("/bin/sh", "-lc")
 PROFILES_DIR = "/nix/var/nix/profiles"
-# Fails in every nspawn container for images built with boot.isContainer (it cannot mount /dev,
-# /dev/pts, /dev/shm and /run there) and is harmless.
+# Fails in every nspawn container for images built with boot.isContainer but not
+# boot.isNspawnContainer (nixpkgs nixos/modules/tasks/filesystems.nix: /dev, /dev/pts, /dev/shm and
+# /run are only left out for isNspawnContainer; mount gets "permission denied" there) and is harmless.
 HARMLESS_SNIPPETS = frozenset(("specialfs",))
+# switch-to-configuration's exit statuses (switch-to-configuration-ng main.rs; 3 only in the old Perl script).
 SWITCH_EXIT_CODES = {
     2: "an activation script snippet failed",
     3: "reloading systemd or creating tmpfiles failed",
     4: "units failed",
 }
+# Reads, inside the machine, the system that is active and the one the profile points at.
+# Scripts run with `sh -c` and NixOS's tool path: not a login shell, whose profile could print to stdout.
+SHELL = ("/bin/sh", "-c")
+TOOL_PATH = "PATH=/run/current-system/sw/bin:/usr/bin:/bin; "
+SYSTEMS_SCRIPT = TOOL_PATH + "readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system"
+GC_SCRIPT = TOOL_PATH + 'set -e; nix-env -p /nix/var/nix/profiles/system --delete-generations "+$1"; exec nix-store --gc'
 MASK = "********"
 NEW_FILE_MODE = 0o644
 SECRET_FILE_MODE = 0o600
 
 _DEST_NAME_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]*\.nix$")
 _SNIPPET_RE = re.compile(r"Activation script snippet '([^']*)' failed")
+_UNITS_RE = re.compile(r"the following units failed: ([^\n]*)")
+# nixos-rebuild-ng prints the CalledProcessError of switch-to-configuration (run through systemd-run).
+_STATUS_RE = re.compile(r"switch-to-configuration[^\n]*returned non-zero exit status (\d+)")
+_ACTIVATING = "activating the configuration"
+_FREED_RE = re.compile(r"(\d+) store paths deleted, ([0-9.]+ [KMGT]?i?B) freed")
+_DELETED_GEN_RE = re.compile(r"removing (?:profile version|generation) (\d+)")
 _GENERATION_RE = re.compile(r"^system-(\d+)-link$")
 _HASH_RE = re.compile(r"^(\$[^\s:]+|![^\s:]*|\*)$")
 
@@ -91,6 +111,59 @@ def failed_snippets(*texts):
             if name not in found:
                 found.append(name)
     return found
+
+
+def failed_units(*texts):
+    """The units switch-to-configuration reported as failed ("warning: the following units failed: a, b")."""
+    found = []
+    for text in texts:
+        for line in _UNITS_RE.findall(text or ""):
+            for unit in line.split(","):
+                unit = unit.strip()
+                if unit and unit not in found:
+                    found.append(unit)
+    return found
+
+
+def switch_status(rc, *texts):
+    """switch-to-configuration's exit status as far as nixos-rebuild lets it show, else None.
+
+    The bash nixos-rebuild (NixOS 25.05 and earlier) exits 1 after "warning: error(s) occurred while switching
+    to the new configuration"; early nixos-rebuild-ng exits 1 printing "Command '[... switch-to-configuration',
+    'switch']' returned non-zero exit status N."; later nixos-rebuild-ng exits with N itself.
+    """
+    for text in texts:
+        match = _STATUS_RE.search(text or "")
+        if match:
+            return int(match.group(1))
+    return rc if rc in SWITCH_EXIT_CODES else None
+
+
+def judge_rebuild(action, rc, out, err, systems=None):
+    """(ok, evidence) of a nixos-rebuild run, from what it printed and the state it left, not from rc alone.
+
+    Success: rc 0; or an activation that ran (switch, test) whose only failed snippets are harmless in
+    nspawn, with no failed unit, no other switch-to-configuration failure, and (switch) the profile's
+    system active. systems: {"current": ..., "profile": ...} read in the machine after the run.
+    """
+    snippets = failed_snippets(out, err)
+    units = failed_units(out, err)
+    status = switch_status(rc, out, err)
+    activated = action in ("switch", "test") and (_ACTIVATING in (out or "") + (err or "") or bool(snippets))
+    systems = systems or {}
+    evidence = dict(failed_snippets=snippets, failed_units=units, switch_status=status, activated=activated,
+                    current_system=systems.get("current"), profile_system=systems.get("profile"))
+    if rc == 0:
+        return True, evidence
+    ok = (activated and bool(snippets) and set(snippets) <= HARMLESS_SNIPPETS and not units and status in (None, 2)
+          and (action != "switch" or (bool(systems.get("current")) and systems.get("current") == systems.get("profile"))))
+    return ok, evidence
+
+
+def parse_gc(text):
+    """(store paths deleted, size freed as nix prints it) from nix-store --gc's summary line."""
+    match = _FREED_RE.search(text or "")
+    return (int(match.group(1)), match.group(2)) if match else (None, None)
 
 
 def generation_number(link):
@@ -166,13 +239,18 @@ class NixosBackend(Backend):
             check_password_hash(secret)
             if not present:
                 raise ValidationError("root_password_hash: only applies with state=present")
+        reference = check_reference(params["nixpkgs"])
+        keep = params["keep_generations"]
+        if keep is not None and keep < 1:
+            raise ValidationError("keep_generations: must be 1 or more (the current generation is always kept), got %r" % keep)
         text, imperative_password = self._new_text(present, secret)
         self.lock(name)
 
         mc = Machinectl(self.runner)
         mc.require_tools()
         image = mc.show_image(name)
-        self.result.update(root=None, files=[], backup_files=[], rebuild=None, validation=None, generation=None)
+        self.result.update(root=None, files=[], backup_files=[], rebuild=None, validation=None, generation=None, system=None,
+                           nixpkgs=None, garbage=None)
         if image is None and not present:
             return  # no machine, no configuration
         if image is None:
@@ -189,6 +267,10 @@ class NixosBackend(Backend):
             if not nixos.exists:
                 raise ModuleFailure("machine %s has no %s (looked in %s): is it a NixOS image?" % (name, NIXOS_DIR, nixos.host_path))
             changes = [change for change in self._plan_files(nixos, dest_name, text, present, secret) if change.changed]
+            if present:
+                lock_change = self._plan_lock(mc, name, root, nixos, reference, running)
+                if lock_change is not None and lock_change.changed:
+                    changes.append(lock_change)
             password = imperative_password and self._password_differs(root, name, secret)
             if changes and image.get("ReadOnly") == "yes":
                 raise ModuleFailure("image %s is read-only; make it writable first (machinectl read-only %s false)" % (name, name))
@@ -199,17 +281,26 @@ class NixosBackend(Backend):
             if password and not running:
                 raise ValidationError("root_password_hash: machine %s is not running; the password is set with chpasswd inside "
                                       "it: start it first (nspawn.nixos.nspawn_machine)" % name)
-            self._validate(mc, name, running, [change for change in changes if change.after is not None])
+            self._validate(mc, name, running, [change for change in changes if change.after is not None and change.name != LOCK_FILE])
             if any(change.before is None for change in changes) and nixos.lstat(".git") and nixos.lstat(FLAKE_FILE):
                 self.module.warn("%s of machine %s is a git repository used by a flake: nixos-rebuild only sees files that "
                                  "git tracks, so add %s with git add" % (NIXOS_DIR, name, params["dest"]))
+            generations = self._deletable_generations(root, name, keep, rebuild) if present and keep else []
+            if generations and not running:
+                raise ValidationError("keep_generations: machine %s is not running; old generations are deleted with nix-env "
+                                      "inside it: start it first (nspawn.nixos.nspawn_machine)" % name)
             steps = self._steps(nixos, changes, password, rebuild)
+            if generations:
+                steps.append(("collect_garbage", keep, generations))
+                # What check mode predicts; the real run fills in what nix reports.
+                self.result["garbage"] = dict(keep=keep, deleted_generations=generations, store_paths_deleted=None, freed=None)
             self._report(nixos, changes, password, steps)
             if self.module.check_mode:
                 self.actions.extend(step[0] for step in steps)
             else:
                 self._apply(mc, name, nixos, root, changes, steps)
         self.result["generation"] = generation_number(self._profile_link(root, name))
+        self.result["system"] = self._profile_system(root, name)
 
     # -- planning ----------------------------------------------------------------
 
@@ -299,7 +390,9 @@ class NixosBackend(Backend):
         for change in changes:
             if self.module.params["backup"] and change.before is not None:
                 steps.append(("backup", change, nixos.backup_name(change.name)))
-            if change.name == CONFIG_FILE and self.module.params["dest"] != change.path:
+            if change.name == LOCK_FILE:
+                steps.append(("lock", change))
+            elif change.name == CONFIG_FILE and self.module.params["dest"] != change.path:
                 steps.append(("add_import" if self.module.params["state"] == "present" else "remove_import", change))
             else:
                 steps.append(("remove" if change.after is None else "write", change))
@@ -341,8 +434,14 @@ class NixosBackend(Backend):
                 nixos.remove(step[1].name)
             elif step[0] in ("write", "add_import", "remove_import"):
                 self._write(nixos, step[1], dir_info)
+            elif step[0] == "lock":
+                self._write(nixos, step[1], dir_info)
+                if step[1].record != step[1].record_before:
+                    self._record_lock(name, step[1].record)
             elif step[0] == "rebuild":
                 self._rebuild(mc, name, nixos, root, changes, step[1])
+            elif step[0] == "collect_garbage":
+                self._collect_garbage(mc, name, step[1], step[2])
             else:
                 mc.run_inside(name, [SW_BIN + "/chpasswd", "-e"], "root:%s\n" % self.module.params["root_password_hash"],
                               msg="Setting the root password of machine %s with chpasswd failed" % name)
@@ -357,9 +456,18 @@ class NixosBackend(Backend):
             mode &= SECRET_FILE_MODE
         nixos.write(change.name, change.after, mode, uid, gid)
 
+    def _record_lock(self, name, record):
+        """Write (or with None remove) the record of what nixpkgs was locked from."""
+        if record is None:
+            remove_file(nixpkgs_record_path(name))
+        else:
+            write_json_atomic(self.module, nixpkgs_record_path(name), record)
+
     def _restore(self, nixos, changes):
         self.actions.append("restore")
         for change in reversed(changes):
+            if change.name == LOCK_FILE and change.record != change.record_before:
+                self._record_lock(self.module.params["name"], change.record_before)
             if change.before is None:
                 nixos.remove(change.name)
             else:
@@ -381,48 +489,163 @@ class NixosBackend(Backend):
         except UnsafePath:
             return None
 
+    def _systems(self, mc, name, properties):
+        """{"current": active system, "profile": the profile's system}, read in the machine; {} when that fails."""
+        rc, out, dummy = mc.run_inside(name, list(SHELL) + [SYSTEMS_SCRIPT], check=False, properties=properties)
+        lines = out.splitlines() if rc == 0 else []
+        return dict(current=lines[0].strip(), profile=lines[1].strip()) if len(lines) >= 2 else {}
+
     def _rebuild(self, mc, name, nixos, root, changes, action):
         flake = nixos.lstat(FLAKE_FILE) is not None
         properties = ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
         command = self.rebuild_command(action, flake)
         link_before = self._profile_link(root, name)
         rc, out, err = mc.run_inside(name, command, check=False, properties=properties)
-        snippets = failed_snippets(out, err)
-        info = dict(action=action, flake=flake, rc=rc, failed_snippets=snippets, warnings=[], rolled_back=False,
-                    stdout=out, stderr=err)
+        ok, evidence = judge_rebuild(action, rc, out, err, self._systems(mc, name, properties) if rc != 0 else None)
+        info = dict(action=action, flake=flake, rc=rc, warnings=[], rolled_back=False, stdout=out, stderr=err, **evidence)
         self.result["rebuild"] = info
-        if rc == 0:
+        if ok and rc == 0:
             return
-        if rc == 2 and snippets and set(snippets) <= HARMLESS_SNIPPETS:
-            warning = ("nixos-rebuild %s: the activation snippet specialfs failed, as it does in every systemd-nspawn container "
-                       "(it cannot mount /dev, /dev/pts, /dev/shm and /run there); the new configuration is active" % action)
+        if ok:
+            warning = ("nixos-rebuild %s in machine %s exited %s, but only the activation snippet specialfs failed, as it does in "
+                       "every systemd-nspawn container of an image built with boot.isContainer (it cannot mount /dev, /dev/pts, "
+                       "/dev/shm and /run there); the new configuration is active" % (action, name, rc))
             info["warnings"].append(warning)
             self.module.warn(warning)
             return
-        meaning = SWITCH_EXIT_CODES.get(rc, "")
-        if rc == 2 and snippets:
-            meaning += ": " + ", ".join(snippets)
+        status = evidence["switch_status"]
+        reasons = []
+        if status in SWITCH_EXIT_CODES:
+            reasons.append("switch-to-configuration status %s: %s" % (status, SWITCH_EXIT_CODES[status]))
+        if evidence["failed_units"]:
+            reasons.append("failed units: " + ", ".join(evidence["failed_units"]))
+        harmful = [snippet for snippet in evidence["failed_snippets"] if snippet not in HARMLESS_SNIPPETS]
+        if harmful:
+            reasons.append("failed activation snippets: " + ", ".join(harmful))
+        if not evidence["activated"] and action in ("switch", "test"):
+            reasons.append("the new configuration was not activated")
+        elif action == "switch" and not evidence["current_system"]:
+            reasons.append("the active system could not be read in the machine")
+        elif action == "switch" and evidence["current_system"] != evidence["profile_system"]:
+            reasons.append("the active system %s is not the profile's %s" % (evidence["current_system"], evidence["profile_system"]))
         msg = "nixos-rebuild %s in machine %s failed (rc=%s%s): %s" % (
-            action, name, rc, ", " + meaning if meaning else "", (err or out or "").strip()[-2000:])
+            action, name, rc, "; " + "; ".join(reasons) if reasons else "", (err or out or "").strip()[-2000:])
         if self.module.params["rollback"]:
-            msg += "\n" + self._rollback(mc, name, root, action, link_before, properties, info)
+            msg += "\n" + self._rollback(mc, name, root, action, flake, link_before, properties, info)
         self._restore(nixos, changes)
         msg += "\nThe previous files in %s were put back, so that the next run tries again." % NIXOS_DIR
         error = CommandError(msg, mc.inside_argv(name, command, properties), rc, out, err)
         error.details["rebuild"] = info
         raise error
 
-    def _rollback(self, mc, name, root, action, link_before, properties, info):
+    def _rollback(self, mc, name, root, action, flake, link_before, properties, info):
         if action == "test":
             return ("Not rolled back: nixos-rebuild test does not change the boot default, so restarting the machine returns "
                     "to the previous configuration.")
         if self._profile_link(root, name) == link_before:
             return "Not rolled back: the failed rebuild made no new generation, so the previous one is still current."
         self.actions.append("rollback")
-        command = self.rebuild_command(action, rollback=True)
+        # With the flake's attribute: without it, nixos-rebuild re-executes itself through the attribute named after
+        # the hostname, which a changed networking.hostName has just made a different one.
+        command = self.rebuild_command(action, flake=flake, rollback=True)
         rc, out, err = mc.run_inside(name, command, check=False, properties=properties)
-        snippets = failed_snippets(out, err)
-        if rc == 0 or (rc == 2 and snippets and set(snippets) <= HARMLESS_SNIPPETS):
+        ok, dummy = judge_rebuild(action, rc, out, err, self._systems(mc, name, properties) if rc != 0 else None)
+        if ok:
             info["rolled_back"] = True
-            return "Rolled back to the previous generation (nixos-rebuild %s --rollback)." % action
+            return "Rolled back to the previous generation (nixos-rebuild %s --rollback%s)." % (
+                action, " --flake " + FLAKE_REF if flake else "")
         return "The rollback failed too (nixos-rebuild %s --rollback, rc=%s): %s" % (action, rc, (err or out or "").strip()[-1000:])
+
+    # -- nixpkgs, generations --------------------------------------------------------
+
+    def _plan_lock(self, mc, name, root, nixos, reference, running):
+        """The change of /etc/nixos/flake.lock that locks nixpkgs as asked, or None."""
+        before, info = nixos.read(LOCK_FILE)
+        try:
+            node = locked_input(parse_lock(before))
+        except ValueError:
+            node = None
+        self.result["nixpkgs"] = summary(node)
+        if reference == UNMANAGED or nixos.lstat(FLAKE_FILE) is None:
+            return None
+        pin = None
+        if reference == IMAGE:
+            try:
+                pin = registry_pin(read_in_root(root, REGISTRY_PATH, name)[0])
+            except (UnsafePath, OSError):
+                pin = None
+        record = read_json(nixpkgs_record_path(name))
+        if satisfies(node, reference, pin, record) and not self.module.params["nixpkgs_update"]:
+            return None
+        if not running:
+            self.module.warn("nixpkgs: machine %s is not running, so flake.lock was not %s (nix runs inside the machine); "
+                             "the next run with the machine running does it" % (name, "checked" if node else "written"))
+            return None
+        after = self._compute_lock(mc, name, reference)
+        locked = locked_input(parse_lock(after))
+        self.result["nixpkgs"] = summary(locked)
+        change = FileChange(LOCK_FILE, before, info, after)
+        # What locked a branch, for the next run (its lock cannot say); the record before, to put back with the lock.
+        change.record_before = record
+        change.record = record
+        if is_branch(reference):
+            change.record = dict(reference=reference, narHash=locked["locked"].get("narHash"), rev=locked["locked"].get("rev"))
+        return change
+
+    def _compute_lock(self, mc, name, reference):
+        """The text of flake.lock with nixpkgs locked to reference, from the real `nix flake lock` in the machine."""
+        argv = list(SHELL) + [LOCK_SCRIPT, "nspawn-nixos-lock"] + lock_arguments(reference)
+        properties = ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
+        rc, out, err = mc.run_inside(name, argv, check=False, properties=properties)
+        text = out if rc == 0 else None
+        try:
+            node = locked_input(parse_lock(text)) if text else None
+        except ValueError:
+            node = None
+        if node is None:
+            what = ("the nixpkgs that /etc/nix/registry.json of machine %s pins (the image's own; if the image has no such pin, "
+                    "name a revision in nixpkgs)" % name) if reference == IMAGE else reference
+            raise CommandError("nixpkgs: locking nixpkgs to %s failed (rc=%s), nothing was written: %s"
+                               % (what, rc, (err or out or "").strip()[-2000:]), mc.inside_argv(name, argv, properties), rc, out, err)
+        return text
+
+    def _generations(self, root, name):
+        """(generation numbers of the system profile ascending, the current one or None), read from the host."""
+        try:
+            with MachineDir(root, PROFILES_DIR, name) as profiles:
+                if not profiles.exists:
+                    return [], None
+                names = os.listdir(profiles.fd)
+                current = generation_number(profiles.readlink("system"))
+        except UnsafePath:
+            return [], None
+        numbers = sorted(generation_number(entry) for entry in names if generation_number(entry) is not None)
+        return numbers, current
+
+    def _deletable_generations(self, root, name, keep, rebuild):
+        """The generations `nix-env --delete-generations +keep` would delete after this run's rebuild."""
+        numbers, current = self._generations(root, name)
+        if rebuild in ("switch", "boot"):  # the rebuild adds one and makes it current
+            current = (numbers[-1] if numbers else 0) + 1
+            numbers = numbers + [current]
+        return [number for number in numbers[:-keep] if number != current] if len(numbers) > keep else []
+
+    def _collect_garbage(self, mc, name, keep, predicted):
+        properties = ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
+        argv = list(SHELL) + [GC_SCRIPT, "nspawn-nixos-gc", str(keep)]
+        dummy, out, err = mc.run_inside(name, argv, properties=properties,
+                                        msg="nixos_config: deleting old generations or collecting garbage in machine %s failed" % name)
+        deleted, freed = parse_gc(out + "\n" + err)
+        found = sorted(int(number) for number in _DELETED_GEN_RE.findall(out + "\n" + err))
+        self.result["garbage"] = dict(keep=keep, deleted_generations=found or predicted, store_paths_deleted=deleted, freed=freed)
+
+    def _profile_system(self, root, name):
+        """The store path the system profile points at (through system-N-link), read from the host; None if unknown."""
+        try:
+            with MachineDir(root, PROFILES_DIR, name) as profiles:
+                target = profiles.readlink("system")
+                if generation_number(target) is not None:
+                    target = profiles.readlink(target)
+        except UnsafePath:
+            return None
+        return store_path(target)

@@ -30,6 +30,7 @@ import uuid
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
 
 MAX_READ_BYTES = 16 << 20
+MAX_SYMLINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -132,10 +133,14 @@ class MachineDir(object):
             if exc.errno == errno.ELOOP:
                 self._refuse(self.inside(name), "is a symlink (to %s)" % self.readlink(name))
             raise
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
+        try:
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 self._refuse(self.inside(name), "is not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:
             raise ModuleFailure("%s in machine %s is larger than %d bytes" % (self.inside(name), self.machine, limit))
@@ -182,3 +187,48 @@ class MachineDir(object):
     def backup(self, name, backup, text, info):
         """Write a copy of name (its text, mode and owner from info) as backup."""
         self.write(backup, text, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+
+
+def read_in_root(root, path, machine=None, limit=MAX_READ_BYTES):
+    """(text, os.stat_result) of the regular file at path inside the tree at root, (None, None) when missing.
+
+    Symlinks on the way are followed as if root were '/' (NixOS links /etc/os-release and
+    /etc/nix/registry.json to /etc/static/..., and /etc/static into /nix/store): each one is
+    read with readlink and its target resolved again from the tree's root or from its own
+    directory, never by the host's path resolution. Every directory is opened with the
+    no-follow walk of MachineDir and the file itself with O_NOFOLLOW, so a link swapped in
+    after the check is refused rather than followed. None also for a symlink loop.
+    """
+    pending = [part for part in path.split("/") if part]
+    resolved = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        with MachineDir(root, "/" + "/".join(resolved), machine) as directory:
+            if not directory.exists:
+                return None, None
+            info = directory.lstat(part)
+            if info is None:
+                return None, None
+            if stat.S_ISLNK(info.st_mode):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    return None, None
+                target = directory.readlink(part)
+                if target.startswith("/"):
+                    resolved = []
+                pending = [piece for piece in target.split("/") if piece] + pending
+                continue
+            if pending:
+                if not stat.S_ISDIR(info.st_mode):
+                    return None, None
+                resolved.append(part)
+                continue
+            return directory.read(part, limit)
+    return None, None

@@ -16,6 +16,7 @@ import tempfile
 import traceback
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._lock import MachineLock
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import read_in_root
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure, Runner
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError
 
@@ -75,13 +76,12 @@ def read_os_release(root):
     if not root or not os.path.isdir(root):
         return {}
     for candidate in ("/etc/os-release", "/usr/lib/os-release"):
-        path = resolve_in_root(root, candidate)
-        if path and os.path.isfile(path):
-            try:
-                with open(path, "r", encoding="utf-8", errors="replace") as handle:
-                    return parse_os_release(handle.read())
-            except (IOError, OSError):
-                continue
+        try:
+            text, dummy = read_in_root(root, candidate)
+        except (IOError, OSError, ModuleFailure):  # not a regular file, unreadable
+            continue
+        if text is not None:
+            return parse_os_release(text)
     return {}
 
 
@@ -176,6 +176,15 @@ class Backend(object):
 # machined takes every hidden directory there for a hidden image, and `machinectl clean`
 # removes those. Not in /etc/systemd/nspawn either: `machinectl remove` deletes NAME.nspawn.
 ORIGIN_DIR = "/var/lib/nspawn-nixos/origin"
+
+
+# Which flake reference nixos_config locked a machine's nixpkgs from, where flake.lock cannot say it (a branch: the
+# lock keeps the flake's own input as its `original`). Beside the origin records, for the same reasons.
+NIXPKGS_RECORD_DIR = "/var/lib/nspawn-nixos/nixpkgs"
+
+
+def nixpkgs_record_path(name):
+    return os.path.join(NIXPKGS_RECORD_DIR, "%s.json" % name)
 
 
 def origin_path(name):

@@ -27,11 +27,22 @@ description:
     (a login shell gives it NixOS's PATH and NIX_PATH; never C(machinectl shell), which always exits 0). When
     C(/etc/nixos/flake.nix) exists, C(--flake /etc/nixos#nixos) is added (the upstream nspawn-nixos image ships such a
     flake).
-  - Exit status 2 of switch-to-configuration whose only failed activation snippet is C(specialfs) is a success with a
-    warning - it fails in every container of an image built with C(boot.isContainer) (it cannot mount C(/dev),
-    C(/dev/pts), C(/dev/shm) and C(/run)). Any other failure (a build or evaluation error, status 2 with another
-    snippet, 3, 4) fails the task; with O(rollback=true) after C(nixos-rebuild ACTION --rollback). After a failed rebuild
-    the module puts the previous files back, so that the next run sees the change again and retries it.
+  - B(Judging a rebuild) - C(nixos-rebuild) does not report a failed activation the same way in every NixOS release
+    (the bash script of NixOS 25.05 and earlier exits 1 after the warning C(error(s) occurred while switching to the new
+    configuration); early C(nixos-rebuild-ng) exits 1 printing C(Command '[...switch-to-configuration', 'switch']'
+    returned non-zero exit status 2.); later C(nixos-rebuild-ng) exits with switch-to-configuration's status), so the
+    module judges by evidence, not by the exit status - the activation ran, the only failed activation snippet is
+    C(specialfs), no unit failed, and (V(switch)) the system of the profile is the active one (read in the machine
+    after the run). That is a success with a warning - C(specialfs) fails in every nspawn container of an image built
+    with C(boot.isContainer), as the upstream images are (it cannot mount C(/dev), C(/dev/pts), C(/dev/shm) and
+    C(/run)). Anything else (a build or evaluation error, failed units, another snippet) fails the task; with
+    O(rollback=true) after C(nixos-rebuild ACTION --rollback --flake /etc/nixos#nixos). After a failed rebuild the
+    module puts the previous files back, so that the next run sees the change again and retries it.
+  - B(One nixpkgs for the fleet) - the upstream image's C(/etc/nixos/flake.nix) follows the C(nixos-unstable) branch and
+    comes without C(flake.lock), so an unmanaged first rebuild locks whatever that branch is that day (and needs the
+    network). The module owns C(/etc/nixos/flake.lock) - see O(nixpkgs). The lock is computed by the real
+    C(nix flake lock) inside the machine, in a scratch copy of C(/etc/nixos), and written like the other files (check
+    and diff mode included); a changed lock is a changed configuration and triggers O(rebuild).
 author:
   - nspawn.nixos developers (@nspawn-nixos)
 extends_documentation_fragment:
@@ -91,7 +102,7 @@ options:
     default: switch
   rollback:
     description:
-      - When the rebuild fails after it made a new generation, run C(nixos-rebuild switch --rollback) (C(boot
+      - When the rebuild fails after it made a new generation, run C(nixos-rebuild switch --rollback --flake /etc/nixos#nixos) (C(boot
         --rollback) for O(rebuild=boot)) before failing. Nothing is rolled back after a build or evaluation error (no
         new generation exists) or with O(rebuild=test) (the boot default did not change; restarting the machine returns
         to it).
@@ -115,6 +126,36 @@ options:
         (C(RuntimeMaxSec=)).
     type: int
     default: 3600
+  nixpkgs:
+    description:
+      - How C(/etc/nixos/flake.lock) locks the flake's C(nixpkgs) input (only when C(/etc/nixos/flake.nix) exists and
+        O(state=present)).
+      - V(image) locks it, offline, to the nixpkgs source that the machine's C(/etc/nix/registry.json) pins - the
+        nixpkgs its running system was built from (the image's own until another one is locked and switched to). No
+        network, no upgrade of the OS by the first rebuild, the same revision on every host of the same image.
+      - A flake reference locks it to that source, the same on every host - C(github:NixOS/nixpkgs/REVISION) (40 hex
+        digits), a tarball URL (C(https://), C(http://), C(file://); an air-gapped mirror), C(git+https://URL?rev=REVISION)
+        or C(path:/nix/store/...). A branch (C(github:NixOS/nixpkgs/nixos-25.05)) is locked to its head once and moved
+        only with O(nixpkgs_update=true).
+      - V(unmanaged) leaves C(flake.lock) alone (C(nixos-rebuild) then locks whatever the flake's input resolves to).
+      - The lock is only computed when the current one does not already match (no command runs then); the machine
+        must be running for that (otherwise a warning, and the next run does it).
+    type: str
+    default: image
+  nixpkgs_update:
+    description:
+      - Compute the lock again even if the current one matches O(nixpkgs) - an explicit upgrade, e.g. to the new head of
+        a branch. Changes (and rebuilds) only when the locked revision changes.
+    type: bool
+    default: false
+  keep_generations:
+    description:
+      - After the rebuild, delete all but the last N generations of the system profile
+        (C(nix-env -p /nix/var/nix/profiles/system --delete-generations +N); the current one is always kept) and
+        collect garbage (C(nix-store --gc)), reporting what was freed in RV(garbage). Only when there is a generation
+        to delete (counted from the host), so an unchanged machine runs nothing.
+      - Unset (the default) never deletes generations.
+    type: int
   backup:
     description:
       - Before changing or removing a file, copy it to a file with a timestamp in its name beside it
@@ -180,6 +221,22 @@ EXAMPLES = r"""
     dest: /etc/nixos/hardening.nix
     content: "{{ lookup('ansible.builtin.file', 'files/hardening.nix') }}"
 
+- name: The same nixpkgs revision on every host, and only the last 5 generations kept
+  nspawn.nixos.nixos_config:
+    name: nixos
+    settings:
+      services:
+        nginx: {enable: true}
+    nixpkgs: github:NixOS/nixpkgs/8d4ddb19d03c65a36ad8d189d001dc32ffb0306b
+    keep_generations: 5
+
+- name: Upgrade a fleet that follows a branch, on purpose
+  nspawn.nixos.nixos_config:
+    name: nixos
+    settings: "{{ nixos_settings }}"
+    nixpkgs: github:NixOS/nixpkgs/nixos-25.05
+    nixpkgs_update: true
+
 - name: Remove the managed file and its import, and switch
   nspawn.nixos.nixos_config:
     name: nixos
@@ -190,8 +247,8 @@ RETURN = r"""
 actions:
   description:
     - What the module did, in order (in check mode, what it would do); empty when nothing changed.
-    - V(backup), V(write), V(add_import), V(remove_import), V(remove), V(rebuild), V(rollback), V(restore) (after a
-      failed rebuild), V(set_root_password).
+    - V(backup), V(write), V(add_import), V(remove_import), V(remove), V(lock) (C(flake.lock)), V(rebuild),
+      V(rollback), V(restore) (after a failed rebuild), V(set_root_password), V(collect_garbage).
   returned: always
   type: list
   elements: str
@@ -246,6 +303,26 @@ rebuild:
       description: What was accepted with a warning.
       type: list
       elements: str
+    failed_units:
+      description: Units that switch-to-configuration reported as failed.
+      type: list
+      elements: str
+      sample: []
+    switch_status:
+      description:
+        - Exit status of switch-to-configuration as far as the output or exit status of C(nixos-rebuild) shows it
+          (null for the bash C(nixos-rebuild), which prints only a warning).
+      type: int
+      sample: 2
+    activated:
+      description: Whether the activation ran (V(switch), V(test)).
+      type: bool
+    current_system:
+      description: The active system in the machine after a non-zero exit (C(readlink -f /run/current-system)).
+      type: str
+    profile_system:
+      description: The system of the profile in the machine after a non-zero exit.
+      type: str
     rolled_back:
       description: Whether a rollback ran and succeeded (only on failure).
       type: bool
@@ -256,6 +333,65 @@ rebuild:
     stderr:
       description: Standard error of C(nixos-rebuild).
       type: str
+system:
+  description:
+    - The store path of the system that the machine's system profile points at after the task (the one it boots, and
+      after a successful V(switch) the active one); compare it across a fleet.
+  returned: success
+  type: str
+  sample: /nix/store/0c7kq7ky4zwc4hblv4p7bxlmr9p9g9l6-nixos-system-nixos-25.11pre
+nixpkgs:
+  description:
+    - The nixpkgs that C(/etc/nixos/flake.lock) locks after the task (what it would lock, in check mode); null without
+      a lock.
+  returned: success
+  type: dict
+  contains:
+    id:
+      description: The revision when the source has one, else its C(narHash) - equal ids are the same nixpkgs.
+      type: str
+      sample: sha256-qqIJ3yxPiB0ZQTT9//nFGQYn8X/PBoJbofA7hRKZnmE=
+    type:
+      description: The locked source's type (C(path), C(github), C(tarball), C(git)).
+      type: str
+      sample: path
+    rev:
+      description: The locked revision, when the source has one.
+      type: str
+    narHash:
+      description: The locked source's hash.
+      type: str
+    path:
+      description: The store path of a C(path) source.
+      type: str
+    url:
+      description: The URL of a C(tarball) or C(git) source.
+      type: str
+    original:
+      description: The input as the flake names it.
+      type: dict
+garbage:
+  description:
+    - What O(keep_generations) deleted; null when nothing was deleted. In check mode, the generations it would delete,
+      counting one new generation for a V(switch) or V(boot) rebuild (nix reuses the newest generation instead when the
+      rebuild produces the same system, and then deletes one fewer).
+  returned: success
+  type: dict
+  contains:
+    keep:
+      description: O(keep_generations).
+      type: int
+    deleted_generations:
+      description: The generation numbers deleted.
+      type: list
+      elements: int
+    store_paths_deleted:
+      description: Store paths that C(nix-store --gc) deleted (null in check mode).
+      type: int
+    freed:
+      description: The space freed, as nix prints it.
+      type: str
+      sample: 12.34 MiB
 generation:
   description:
     - Number of the generation the machine's system profile points at after the task (from
@@ -285,6 +421,9 @@ def main():
             "root_password_hash": dict(type="str", no_log=True),
             "timeout": dict(type="int", default=3600),
             "backup": dict(type="bool", default=False),
+            "nixpkgs": dict(type="str", default="image"),
+            "nixpkgs_update": dict(type="bool", default=False),
+            "keep_generations": dict(type="int"),
             "lock_timeout": dict(type="int", default=600),
         },
         mutually_exclusive=[("settings", "content")],

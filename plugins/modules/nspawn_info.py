@@ -128,6 +128,10 @@ images:
       running: true
       enabled: true
       os_release: {ID: nixos, NAME: NixOS}
+      nixos:
+        system: /nix/store/0c7kq7ky4zwc4hblv4p7bxlmr9p9g9l6-nixos-system-nixos-25.11pre
+        generation: 2
+        nixpkgs: {type: path, id: "sha256-qqIJ3yxPiB0ZQTT9//nFGQYn8X/PBoJbofA7hRKZnmE="}
       origin: {url: "https://github.com/tfc/nspawn-nixos/releases/latest/download/nixos-system-x86_64-linux.tar.xz"}
       settings_file: /etc/systemd/nspawn/nixos.nspawn
       properties: {Name: nixos, Path: /var/lib/machines/nixos, Type: directory}
@@ -147,6 +151,23 @@ images:
     os_release:
       description: The image's C(os-release) (directory and subvolume images); empty otherwise.
       type: dict
+    nixos:
+      description:
+        - The NixOS side of a directory or subvolume image, read on the host from its tree (no symlink followed); null
+          for a tree without C(/nix/var/nix/profiles/system).
+      type: dict
+      contains:
+        system:
+          description: The store path the system profile points at (the system the machine boots).
+          type: str
+        generation:
+          description: The profile's generation number; null while it points straight at a store path (a fresh image).
+          type: int
+        nixpkgs:
+          description:
+            - The nixpkgs that C(/etc/nixos/flake.lock) locks (see M(nspawn.nixos.nixos_config)'s O(nspawn.nixos.nixos_config#module:nixpkgs));
+              null without a lock. Its C(id) is the revision, or the source's narHash - equal ids are the same nixpkgs.
+          type: dict
     origin:
       description: Where M(nspawn.nixos.nspawn_image) got the image from; null when it did not record it.
       type: dict

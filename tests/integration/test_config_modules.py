@@ -152,13 +152,17 @@ def _check_settings(run, host):
 
 def _check_nixos_config(run, host):
     switched = run.get("Switch | real 1", host)
-    assert switched["actions"] == ["write", "add_import", "rebuild"], switched
-    assert any("specialfs failed" in warning for warning in switched["warnings"]), switched
+    assert switched["actions"] == ["write", "add_import", "lock", "rebuild"], switched
+    assert any("only the activation snippet specialfs failed" in warning for warning in switched["warnings"]), switched
+    assert switched["nixpkgs"]["type"] == "path" and switched["rebuild"]["switch_status"] == 2, switched
+    collected = run.get("Keep generations | real 1", host)
+    assert collected["garbage"]["store_paths_deleted"] > 0 and collected["garbage"]["freed"], collected
     syntax = run.record("Syntax error | real fails", host)
     assert syntax["status"] == "failed" and "/etc/nixos/ansible.nix:1:9: syntax error" in syntax["result"]["msg"], syntax
     rolled_back = run.record("Failing rebuild with rollback | real fails", host)
     assert rolled_back["status"] == "failed" and rolled_back["result"]["rebuild"]["rolled_back"], rolled_back
     assert rolled_back["result"]["rc"] == 4, rolled_back
+    assert rolled_back["result"]["rebuild"]["failed_units"] == ["fixture-fail.service"], rolled_back
     password = run.get("Root password | real 1", host)
     assert password["actions"] == ["set_root_password"], password
     assert password["invocation"]["module_args"]["root_password_hash"] == NO_LOG_PLACEHOLDER, password

@@ -5,7 +5,8 @@ Cache layout (see config.py for its location):
     ssh/id_ed25519[.pub]            the lab's SSH key (root logs into every host with it)
     base/<recipe>-<key>/            debootstrap output, per recipe (slow stage)
     rootfs/<recipe>-<key>/          configured host root file systems (overlay lower dirs)
-    images/nixos-fixture-<key>/     nixos-fixture-x86_64-linux.tar.{xz,gz} + SHA256SUMS
+    images/nixos-fixture-<key>/     nixos-fixture-x86_64-linux.tar.{xz,gz} + SHA256SUMS, and
+                                    the nixpkgs stand-ins nixpkgs-fixture-<flavour>.tar.gz
     logs/                           debootstrap and tool output of the last builds
     tmp/                            builds in progress: renamed into place only on success
 
@@ -15,12 +16,15 @@ one build instead of racing.
 """
 
 import fcntl
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -37,6 +41,7 @@ REQUIRED_TOOLS = {
     "debootstrap": "debootstrap",
     "systemd-nspawn": "systemd-container",
     "nsenter": "util-linux",
+    "unshare": "util-linux",
     "mount": "mount",
     "socat": "socat",
     "ssh": "openssh-client",
@@ -197,6 +202,7 @@ class Builder:
             self._timing(recipe.name, "configure", started)
             started = time.monotonic()
             self._pack(root, staging)
+            self._pack_nixpkgs_standins(root, staging)
             remove_tree(root)
             self._timing(recipe.name, "pack", started)
 
@@ -216,14 +222,27 @@ class Builder:
         self._finish_root(root, recipe)
 
     def _configure_fixture(self, root, recipe):
-        """The fixture image: NixOS-shaped /etc/nixos, the nixos-rebuild double, sw/bin."""
+        """The fixture image, laid out like the upstream tarball (tests/lab/fixture/README.md):
+        /etc/nixos of v1.3.0 (0444), the nixos-rebuild double, sw/bin, the nixpkgs stand-in
+        and the initial system in the store, /nix-path-registration, root locked."""
         install_tree(recipe.tree, root)
+        (root / "README.md").unlink()  # fixture/README.md documents the tree, it is not in it
         link_sw_bin(root)
         self._systemctl(root, recipe, "enable", "nixos-fixture-current-system.service")
-        # The initial system, like the upstream image: /nix/var/nix/profiles/system points
-        # straight at the store path of /etc/nixos, no generation yet.
-        self._run(["chroot", str(root), "/usr/lib/nixos-fixture/nixos-rebuild", "--fixture-install-image"], recipe.name + "-install-image")
-        (root / "etc/hostname").write_text("nixos\n")
+        # NixOS has the nixbld group (nix.conf's build-users-group); the tarball has no
+        # /etc/hostname (activation links it) and a locked root ("!", no initial password).
+        self._run(["chroot", str(root), "groupadd", "--system", "nixbld"], recipe.name + "-groupadd")
+        self._run(["chroot", str(root), "usermod", "--password", "!", "root"], recipe.name + "-lock-root")
+        hostname = root / "etc/hostname"
+        if hostname.exists() or hostname.is_symlink():
+            hostname.unlink()
+        # make-system-tarball.sh copies /etc/nixos/* from the store: read-only files.
+        for path in (root / "etc/nixos").iterdir():
+            os.chmod(path, 0o444)
+        # The nixpkgs stand-in and the initial system in the store (real nix needs /proc),
+        # `system` straight at the system, /nix-path-registration, no nix DB yet.
+        self._run(["unshare", "--mount", "--pid", "--fork", "--mount-proc=%s" % (root / "proc"), "chroot", str(root),
+                   "/usr/lib/nixos-fixture/nixos-rebuild", "--fixture-install-image"], recipe.name + "-install-image")
         self._finish_root(root, recipe)
         # A clean image: nothing of apt, docs or logs, nothing left in /run.
         for pattern in ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*", "usr/share/doc/*",
@@ -233,6 +252,33 @@ class Builder:
                     remove_tree(path)
                 else:
                     path.unlink()
+
+    def _pack_nixpkgs_standins(self, root, out_dir):
+        """nixpkgs-fixture-<flavour>.tar.gz: the image's nixpkgs stand-in with another
+        fixture-flavour, one top-level directory each (served by the lab's image server,
+        not listed in SHA256SUMS). Deterministic: fixed owner and mtime, sorted."""
+        source = root / "usr/lib/nixos-fixture/nixpkgs"
+        for flavour in images.NIXPKGS_STANDIN_FLAVOURS:
+            top = "nixpkgs-fixture-" + flavour
+            contents = {"fixture-flavour": flavour.encode() + b"\n",
+                        "fixture-version": images.NIXPKGS_STANDIN_VERSIONS[flavour].encode() + b"\n"}
+            for path in sorted(source.rglob("*")):
+                relative = path.relative_to(source).as_posix()
+                if path.is_file() and relative not in contents:
+                    contents[relative] = path.read_bytes()
+            with open(out_dir / (top + ".tar.gz"), "wb") as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=1) as compressed:
+                    with tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                        directories = {top} | {top + "/" + parent for name in contents
+                                               for parent in _parents(name)}
+                        for name in sorted(directories):
+                            info = tarfile.TarInfo(name)
+                            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1
+                            tar.addfile(info)
+                        for name in sorted(contents):
+                            info = tarfile.TarInfo(top + "/" + name)
+                            info.size, info.mode, info.mtime = len(contents[name]), 0o644, 1
+                            tar.addfile(info, io.BytesIO(contents[name]))
 
     def _finish_root(self, root, recipe):
         """Steps every root gets: masked apt timers, an empty machine-id, build info."""
@@ -390,6 +436,12 @@ def _paths_used_by_labs():
         used.add(lab.get("images_dir", ""))
         used.update(host.get("lower", "") for host in lab.get("hosts", []))
     return used
+
+
+def _parents(name):
+    """The parent directories of a relative path, outermost first ("a/b/c" -> a, a/b)."""
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[:index + 1]) for index in range(len(parts))]
 
 
 def _sha256(path):

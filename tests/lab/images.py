@@ -17,10 +17,18 @@ from pathlib import Path
 from .config import LAB_DIR
 
 # Bump when a build step in build.py changes what it produces (the hashes cannot see code).
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 FIXTURE_IMAGE_STEM = "nixos-fixture-x86_64-linux"
 FIXTURE_IMAGE_FILES = (FIXTURE_IMAGE_STEM + ".tar.xz", FIXTURE_IMAGE_STEM + ".tar.gz")
+
+# nixpkgs stand-ins served next to the images (nixpkgs-fixture-<flavour>.tar.gz, not in
+# SHA256SUMS): the image's own stand-in (fixture/usr/lib/nixos-fixture/nixpkgs, flavour
+# ng-late) with another fixture-flavour and fixture-version, so each has its own narHash.
+# The flavour names the nixos-rebuild implementation such a nixpkgs ships (fixture/README.md).
+NIXPKGS_STANDIN_FLAVOURS = ("bash", "ng-early", "ng-late")
+NIXPKGS_STANDIN_VERSIONS = {"bash": "24.11.20250101.fixture-bash", "ng-early": "25.05.20250501.fixture-ng-early",
+                            "ng-late": "25.11.20251001.fixture-ng-late"}
 
 # Lab hosts: a systemd host with machinectl/importctl (systemd-container), sshd for
 # Ansible, python3 and python3-apt so that Ansible's apt/package modules work offline,

@@ -330,7 +330,8 @@ def test_failing_nixos_rebuild(lab_host, story, tally):
     record = failed.record("Write the NixOS configuration and run nixos-rebuild", host)
     message = record["result"].get("msg", "")
     assert record["status"] == "failed", failed.explain(host)
-    for expected in (r"nixos-rebuild switch in machine %s failed \(rc=4, units failed\)" % SIDECAR_NAME, r"fixture-fail\.service",
+    for expected in (r"nixos-rebuild switch in machine %s failed \(rc=4; switch-to-configuration status 4: units failed; " % SIDECAR_NAME,
+                     r"failed units: fixture-fail\.service\)",
                      r"Rolled back to the previous generation", r"previous files in /etc/nixos were put back"):
         assert re.search(expected, message), "%r not in the message:\n%s" % (expected, message)
     # The failed generation was made, then left: its link is the one change allowed.

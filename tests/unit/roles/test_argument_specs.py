@@ -75,10 +75,24 @@ def test_every_option_has_a_description_and_a_matching_type(role):
             assert "elements" in spec, "%s: list without elements" % name
 
 
+# Facts a role sets for the tasks and plays after it (results, not options); each is documented in the role's README.
+RESULT_FACTS = {"sidecar": {"sidecar_status"}}
+
+
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_every_variable_used_is_an_option(role):
-    unknown = used_variables(role) - set(options(role))
+    unknown = used_variables(role) - set(options(role)) - RESULT_FACTS.get(role, set())
     assert sorted(unknown) == [], "variables used by the role but not documented (typo, or a missing option)"
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_result_facts_are_set_and_documented(role):
+    with open(os.path.join(ROLES, role, "README.md")) as handle:
+        readme = handle.read()
+    for fact in RESULT_FACTS.get(role, ()):
+        assert fact not in options(role), "%s is a result, not an option" % fact
+        assert fact in used_variables(role), "%s is never set by the role" % fact
+        assert "`%s`" % fact in readme, "%s is not documented in roles/%s/README.md" % (fact, role)
 
 
 @pytest.mark.parametrize("role", ROLE_NAMES)

@@ -8,7 +8,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+
+import pytest
 
 from sidecar import MACHINE, MACHINE_ROOT, SW_BIN, check_inside, inside
 
@@ -79,6 +82,12 @@ def test_nixos_module_is_imported_from_configuration_nix(host):
     assert "./nspawn-image.nix" in imports  # the image's own import is still there
 
 
+def os_id(host):
+    """ID of the machine's os-release: nixos on the real image, nixos-fixture on the lab's fixture."""
+    text = check_inside(host, SW_BIN + "/cat", "/etc/os-release")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)["ID"].strip('"')
+
+
 def test_new_generation_is_active(host):
     """The image comes without generations (system -> a store path); the rebuild made one, switched to it."""
     profile = host.check_output("readlink %s/nix/var/nix/profiles/system", MACHINE_ROOT)
@@ -86,7 +95,21 @@ def test_new_generation_is_active(host):
     active = check_inside(host, SW_BIN + "/readlink", "-f", "/run/current-system").strip()
     default = check_inside(host, SW_BIN + "/readlink", "-f", "/nix/var/nix/profiles/system").strip()
     assert active == default
-    assert 'timeZone = "UTC";' in check_inside(host, SW_BIN + "/cat", active + "/ansible.nix")
+    if os_id(host) == "nixos":
+        # Real NixOS built environment.etc."sidecar-molecule" into the active system's /etc.
+        assert check_inside(host, SW_BIN + "/cat", "/etc/sidecar-molecule") == "configured by nspawn.nixos.sidecar\n"
+    else:
+        # The fixture's nixos-rebuild double builds no /etc from the settings: its system holds a copy of /etc/nixos.
+        assert 'timeZone = "UTC";' in check_inside(host, SW_BIN + "/cat", active + "/configuration/ansible.nix")
+
+
+def test_flake_lock_pins_the_images_nixpkgs(host):
+    """nixpkgs is locked, offline, to the source /etc/nix/registry.json pins: no branch head of the day."""
+    lock = json.loads(host.file(MACHINE_ROOT + "/etc/nixos/flake.lock").content_string)
+    locked = lock["nodes"][lock["nodes"]["root"]["inputs"]["nixpkgs"]]["locked"]
+    registry = json.loads(check_inside(host, SW_BIN + "/cat", "/etc/nix/registry.json"))
+    pin = [entry["to"] for entry in registry["flakes"] if entry["from"].get("id") == "nixpkgs"][0]
+    assert (locked["type"], locked["path"]) == (pin["type"], pin["path"]), (locked, pin)
 
 
 def test_root_password_hash_is_set(host):
@@ -96,6 +119,8 @@ def test_root_password_hash_is_set(host):
 
 
 def test_pinned_image_was_downloaded_and_verified(host):
+    if os.environ.get("NSPAWN_REAL_IMAGE_URL"):
+        pytest.skip("make test-real: the real image came through the controller (sidecar_image_source: controller)")
     origin = json.loads(host.file("/var/lib/nspawn-nixos/origin/%s.json" % MACHINE).content_string)
     expected = host.ansible.get_variables()["lab_image_sha256"]
     assert (origin["method"], origin["sha256"], origin["checksum"]) == ("download", expected, "sha256:" + expected)

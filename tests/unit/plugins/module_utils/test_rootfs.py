@@ -12,7 +12,7 @@ import stat
 
 import pytest
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath, read_in_root
 
 
 def tree(tmp_path):
@@ -136,3 +136,162 @@ def test_non_utf8_bytes_survive_a_round_trip(tmp_path):
         text, dummy = nixos.read("latin1.nix")
         nixos.write("copy.nix", text, 0o644)
     assert (root / "etc" / "nixos" / "copy.nix").read_bytes() == b"# caf\xe9\n{ }\n"
+
+
+# -- read_in_root: symlinks followed as if the tree's root were / ------------------------------------------------
+
+def nixos_etc(root):
+    """/etc/nix/registry.json -> /etc/static/nix/registry.json, /etc/static -> /nix/store/...-etc/etc, as on NixOS."""
+    store_etc = root / "nix" / "store" / "eee-etc" / "etc"
+    (store_etc / "nix").mkdir(parents=True)
+    (store_etc / "nix" / "registry.json").write_text('{"version": 2}\n')
+    (root / "etc" / "nix").mkdir(parents=True, exist_ok=True)
+    os.symlink("/nix/store/eee-etc/etc", str(root / "etc" / "static"))
+    os.symlink("/etc/static/nix/registry.json", str(root / "etc" / "nix" / "registry.json"))
+    return store_etc
+
+
+def test_read_in_root_plain_file(tmp_path):
+    root = tree(tmp_path)
+    text, info = read_in_root(str(root), "/etc/nixos/configuration.nix")
+    assert text == "{ }\n" and stat.S_ISREG(info.st_mode)
+    assert read_in_root(str(root), "etc/./nixos/../nixos/configuration.nix")[0] == "{ }\n"
+
+
+def test_read_in_root_follows_an_absolute_chain_inside_the_tree(tmp_path):
+    root = tree(tmp_path)
+    nixos_etc(root)
+    text, info = read_in_root(str(root), "/etc/nix/registry.json", "nixos")
+    assert text == '{"version": 2}\n' and stat.S_ISREG(info.st_mode)
+
+
+def test_read_in_root_follows_a_relative_chain_inside_the_tree(tmp_path):
+    root = tree(tmp_path)
+    store_etc = nixos_etc(root)
+    os.unlink(str(root / "etc" / "static"))
+    os.unlink(str(root / "etc" / "nix" / "registry.json"))
+    os.symlink("../nix/store/eee-etc/etc", str(root / "etc" / "static"))
+    os.symlink("../static/nix/./registry.json", str(root / "etc" / "nix" / "registry.json"))
+    assert read_in_root(str(root), "/etc/nix/registry.json")[0] == '{"version": 2}\n'
+    # a link in the middle of the path, and .. after a link resolves from the link's target
+    os.symlink("static/nix", str(root / "etc" / "nixlink"))
+    assert read_in_root(str(root), "/etc/nixlink/registry.json")[0] == '{"version": 2}\n'
+    (store_etc / "os-release").write_text("ID=nixos\n")
+    assert read_in_root(str(root), "/etc/nixlink/../os-release")[0] == "ID=nixos\n"
+
+
+@pytest.mark.parametrize("path", ["/etc/missing", "/missing/dir/file", "/etc/nixos/configuration.nix/x", "/etc/nix/registry.json"])
+def test_read_in_root_missing(tmp_path, path):
+    root = tree(tmp_path)
+    assert read_in_root(str(root), path) == (None, None)
+
+
+def test_read_in_root_dangling_link(tmp_path):
+    root = tree(tmp_path)
+    nixos_etc(root)
+    os.unlink(str(root / "etc" / "static"))
+    os.symlink("/nix/store/fff-etc/etc", str(root / "etc" / "static"))
+    assert read_in_root(str(root), "/etc/nix/registry.json") == (None, None)
+
+
+@pytest.mark.parametrize("links", [
+    {"etc/a": "/etc/a"},  # itself
+    {"etc/a": "b", "etc/b": "/etc/a"},  # two links pointing at each other
+    {"etc/a": "a/x"},  # through itself as a directory
+])
+def test_read_in_root_loop(tmp_path, links):
+    root = tree(tmp_path)
+    for link, target in links.items():
+        os.symlink(target, str(root / link))
+    assert read_in_root(str(root), "/etc/a") == (None, None)
+
+
+def test_read_in_root_a_long_but_finite_chain(tmp_path):
+    root = tree(tmp_path)
+    for number in range(30):
+        os.symlink("l%d" % (number + 1), str(root / "etc" / ("l%d" % number)))
+    os.symlink("nixos/configuration.nix", str(root / "etc" / "l30"))
+    assert read_in_root(str(root), "/etc/l0")[0] == "{ }\n"
+
+
+@pytest.mark.parametrize("target, host_follows", [
+    ("{outside}/secret", True), ("../../../secret", True), ("../../../../../../../../secret", False),
+    ("/../../secret", False), ("/etc/../../../secret", False),
+])
+def test_read_in_root_cannot_escape(tmp_path, target, host_follows):
+    root = tree(tmp_path)
+    (tmp_path / "secret").write_text("host secret\n")
+    os.symlink(target.replace("{outside}", str(tmp_path)), str(root / "etc" / "link"))
+    assert os.path.isfile(str(root / "etc" / "link")) is host_follows  # what the host's own resolution would read
+    assert read_in_root(str(root), "/etc/link") == (None, None)
+    # the same name inside the tree is what the link means there
+    (root / "secret").write_text("the machine's own\n")
+    expected = None if target.startswith("{outside}") else "the machine's own\n"
+    assert read_in_root(str(root), "/etc/link")[0] == expected
+
+
+def test_read_in_root_an_absolute_host_path_resolves_inside_the_tree(tmp_path):
+    root = tree(tmp_path)
+    (tmp_path / "secret").write_text("host secret\n")
+    os.symlink(str(tmp_path / "secret"), str(root / "etc" / "link"))
+    inside = root / str(tmp_path).lstrip("/")
+    inside.mkdir(parents=True)
+    (inside / "secret").write_text("inside\n")
+    assert read_in_root(str(root), "/etc/link")[0] == "inside\n"
+
+
+def test_read_in_root_refuses_special_files_and_directories(tmp_path):
+    root = tree(tmp_path)
+    os.mkfifo(str(root / "etc" / "fifo"))
+    with pytest.raises(UnsafePath, match="/etc/fifo in machine nixos is not a regular file"):
+        read_in_root(str(root), "/etc/fifo")
+    os.symlink("/etc/fifo", str(root / "etc" / "to-fifo"))
+    with pytest.raises(UnsafePath, match="is not a regular file"):
+        read_in_root(str(root), "/etc/to-fifo")
+    # a directory is not a regular file either (and its descriptor is closed)
+    with pytest.raises(UnsafePath, match="/etc/nixos in machine nixos is not a regular file"):
+        read_in_root(str(root), "/etc/nixos")
+
+
+def test_read_in_root_final_component_swapped_for_a_symlink_is_refused(tmp_path, monkeypatch):
+    """Between the check (lstat: a regular file) and the open, the file becomes a link to the host's file."""
+    root = tree(tmp_path)
+    (tmp_path / "secret").write_text("host secret\n")
+    target = root / "etc" / "nixos" / "configuration.nix"
+    real_lstat = MachineDir.lstat
+
+    def lstat_then_swap(self, name):
+        info = real_lstat(self, name)
+        if name == "configuration.nix":
+            os.unlink(str(target))
+            os.symlink(str(tmp_path / "secret"), str(target))
+        return info
+
+    monkeypatch.setattr(MachineDir, "lstat", lstat_then_swap)
+    with pytest.raises(UnsafePath, match="/etc/nixos/configuration.nix in machine nixos is a symlink"):
+        read_in_root(str(root), "/etc/nixos/configuration.nix")
+
+
+def test_read_in_root_directory_swapped_for_a_symlink_is_refused(tmp_path, monkeypatch):
+    """A directory on the way that becomes a link after its check is refused by the no-follow walk."""
+    root = tree(tmp_path)
+    (tmp_path / "host-etc").mkdir()
+    (tmp_path / "host-etc" / "configuration.nix").write_text("host\n")
+    real_lstat = MachineDir.lstat
+
+    def lstat_then_swap(self, name):
+        info = real_lstat(self, name)
+        if name == "nixos":
+            os.rename(str(root / "etc" / "nixos"), str(root / "etc" / "nixos.old"))
+            os.symlink(str(tmp_path / "host-etc"), str(root / "etc" / "nixos"))
+        return info
+
+    monkeypatch.setattr(MachineDir, "lstat", lstat_then_swap)
+    with pytest.raises(UnsafePath, match="/etc/nixos in machine nixos is a symlink"):
+        read_in_root(str(root), "/etc/nixos/configuration.nix")
+
+
+def test_read_in_root_too_large(tmp_path):
+    root = tree(tmp_path)
+    with pytest.raises(Exception, match="is larger than 2 bytes"):
+        read_in_root(str(root), "/etc/nixos/configuration.nix", limit=2)

@@ -55,6 +55,28 @@ def test_read_os_release_falls_back_to_usr_lib(tmp_path):
     assert read_os_release(str(tmp_path)) == {"ID": "debian", "VERSION_ID": "12"}
 
 
+def test_read_os_release_does_not_read_the_hosts_file_through_a_link(tmp_path):
+    root = tmp_path / "machine"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr" / "lib").mkdir(parents=True)
+    (tmp_path / "host-os-release").write_text("ID=host\n")
+    os.symlink(str(tmp_path / "host-os-release"), str(root / "etc" / "os-release"))  # absolute: the host's path
+    os.symlink("../../../host-os-release", str(root / "usr" / "lib" / "os-release"))  # relative, up and out
+    assert (root / "usr" / "lib" / "os-release").read_text() == "ID=host\n"  # what the host's resolution reads
+    assert read_os_release(str(root)) == {}
+
+
+def test_read_os_release_skips_what_is_not_a_regular_file(tmp_path):
+    (tmp_path / "etc" / "os-release").mkdir(parents=True)
+    (tmp_path / "usr" / "lib").mkdir(parents=True)
+    (tmp_path / "usr" / "lib" / "os-release").write_text("ID=fallback\n")
+    assert read_os_release(str(tmp_path)) == {"ID": "fallback"}
+    os.mkfifo(str(tmp_path / "etc" / "fifo"))
+    os.rmdir(str(tmp_path / "etc" / "os-release"))
+    os.symlink("fifo", str(tmp_path / "etc" / "os-release"))
+    assert read_os_release(str(tmp_path)) == {"ID": "fallback"}
+
+
 def test_read_os_release_missing(tmp_path):
     assert read_os_release(str(tmp_path)) == {}
     assert read_os_release(str(tmp_path / "nothing")) == {}

@@ -51,8 +51,9 @@ READ_ONLY = (
     ("systemd-run",),  # is-system-running inside the machine, nix-instantiate --parse
     ("nix-instantiate",),
 )
-# What changes the machine although it runs through systemd-run.
-MUTATING_INSIDE = ("nixos-rebuild", "chpasswd")
+# What changes the machine although it runs through systemd-run (nspawn-nixos-gc: nixos_config's
+# nix-env --delete-generations and nix-store --gc; the lock computation only writes a scratch copy).
+MUTATING_INSIDE = ("nixos-rebuild", "chpasswd", "nspawn-nixos-gc")
 
 
 def is_mutating(argv):
@@ -149,6 +150,9 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
     for name, record in (case.get("origin_records") or {}).items():
         origin_dir.mkdir(exist_ok=True)
         (origin_dir / ("%s.json" % name)).write_text(json.dumps(record))
+    for name, record in (case.get("nixpkgs_records") or {}).items():
+        (tmp_path / "nixpkgs-records").mkdir(exist_ok=True)
+        (tmp_path / "nixpkgs-records" / ("%s.json" % name)).write_text(json.dumps(record))
     for path, content in (case.get("files") or {}).items():
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as handle:
@@ -203,6 +207,7 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
             mock.patch.object(_machinectl, "_monotonic", clock.monotonic), \
             mock.patch.object(_machinectl, "_sleep", clock.sleep), \
             mock.patch.object(_util, "ORIGIN_DIR", str(origin_dir)), \
+            mock.patch.object(_util, "NIXPKGS_RECORD_DIR", str(tmp_path / "nixpkgs-records")), \
             mock.patch.object(_util, "NSPAWN_DIR", str(nspawn_dir)), \
             mock.patch.object(_lock, "LOCK_DIR", str(tmp_path) + "-locks"), \
             mock.patch.object(_image, "IMAGE_STORE", str(store)), \
@@ -301,9 +306,12 @@ def tree_snapshot(path):
 def apply_effect(effect, args):
     """Side effects of a scripted command on the (temporary) filesystem, e.g. an export writing its file.
 
-    A dict effect is {"symlink": {path: target}, "write": {path: text}}: (re)points symlinks, writes files.
+    A dict effect is {"symlink": {path: target}, "write": {path: text}, "remove": [path]}: (re)points symlinks,
+    writes files, removes entries (a symlink itself, not its target).
     """
     if isinstance(effect, dict):
+        for path in effect.get("remove") or []:
+            os.unlink(path)
         for path, target in (effect.get("symlink") or {}).items():
             if os.path.lexists(path):
                 os.unlink(path)
@@ -330,6 +338,9 @@ def check_expectations(case, outcome):
     result = outcome.result
     if case.get("failed"):
         assert outcome.failed, "expected a failure, got %r" % result
+        if "msg_startswith" in case:
+            assert result["msg"].startswith(case["msg_startswith"]), "%r does not start with %r" % (
+                result["msg"], case["msg_startswith"])
         for fragment in case.get("msg_contains", []):
             assert fragment in result["msg"], "%r not in %r" % (fragment, result["msg"])
     else:

@@ -102,7 +102,9 @@ def test_second_run_changes_nothing(case, tmp_path):
     first = run_module(nixos_config.main, case, tmp_path)
     assert not first.failed, first.result.get("msg")
     snapshot = _snapshot(tmp_path)
-    queries = [entry for entry in case["run_command"] if entry["command"][0] == "machinectl"]
+    # Only the machinectl queries, unless the case says otherwise (nixpkgs_update computes the lock on every run).
+    queries = case.get("second_run_commands",
+                       [entry for entry in case["run_command"] if entry["command"][0] == "machinectl"])
     second = run_module(nixos_config.main, case, tmp_path, commands=queries)
     assert not second.failed, second.result.get("msg")
     assert second.result["changed"] is False
@@ -166,3 +168,51 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path, 
     assert outcome.result["actions"] == ["write"]
     assert (nixos_dir / "ansible.nix").read_text() == "{ old = true; }\n"
     assert sorted(os.listdir(str(nixos_dir))) == ["ansible.nix", "configuration.nix"]
+
+
+def _lock_case(tmp_path):
+    cases = {case["id"]: case for case in CASES}
+    return materialize(cases["lock_image_computed_written_and_rebuilt"], tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_new_flake_lock_gets_the_owner_of_etc_nixos(tmp_path):
+    case = _lock_case(tmp_path)
+    nixos_dir = _etc_nixos(tmp_path)
+    os.chown(str(nixos_dir), 100000, 100000)  # a container with private users (-U)
+    outcome = run_module(nixos_config.main, case, tmp_path)
+    assert not outcome.failed, outcome.result.get("msg")
+    assert outcome.result["actions"] == ["lock", "rebuild"]
+    lock = os.stat(str(nixos_dir / "flake.lock"))
+    assert (lock.st_uid, lock.st_gid, stat.S_IMODE(lock.st_mode)) == (100000, 100000, 0o644)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_replaced_flake_lock_keeps_its_owner_and_mode(tmp_path):
+    case = _lock_case(tmp_path)
+    nixos_dir = _etc_nixos(tmp_path)
+    (nixos_dir / "flake.lock").write_text('{"nodes": {"root": {}}, "root": "root", "version": 7}\n')
+    os.chown(str(nixos_dir / "flake.lock"), 100000, 100001)
+    os.chmod(str(nixos_dir / "flake.lock"), 0o664)
+    outcome = run_module(nixos_config.main, case, tmp_path)
+    assert not outcome.failed, outcome.result.get("msg")
+    assert outcome.result["files"] == ["/etc/nixos/flake.lock"]
+    lock = os.stat(str(nixos_dir / "flake.lock"))
+    assert (lock.st_uid, lock.st_gid, stat.S_IMODE(lock.st_mode)) == (100000, 100001, 0o664)
+    assert json.loads((nixos_dir / "flake.lock").read_text())["nodes"]["nixpkgs"]["locked"]["path"] == "/nix/store/aaa-source"
+
+
+def test_the_registry_is_read_through_its_links_inside_the_tree_only(tmp_path):
+    """A registry.json link that points outside the tree resolves inside it: the host's file is never read."""
+    case = _lock_case(tmp_path)
+    root = tmp_path / "machines" / "nixos"
+    os.unlink(str(root / "etc" / "nix" / "registry.json"))
+    host_registry = tmp_path / "host-registry.json"
+    host_registry.write_text((root / "nix" / "store" / "eee-etc" / "etc" / "nix" / "registry.json").read_text())
+    os.symlink("../../../../host-registry.json", str(root / "etc" / "nix" / "registry.json"))
+    (root / "etc" / "nixos" / "flake.lock").write_text(case["run_command"][2]["out"])  # would satisfy the host's pin
+    # Without a pin the lock does not match: the module computes it again (and it comes out the same).
+    outcome = run_module(nixos_config.main, case, tmp_path, commands=case["run_command"][:3])
+    assert not outcome.failed, outcome.result.get("msg")
+    assert outcome.result["changed"] is False
+    assert outcome.calls[2][-4:] == ["--offline", "--override-input", "nixpkgs", "flake:nixpkgs"]
