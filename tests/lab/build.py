@@ -400,19 +400,20 @@ def install_tree(tree, root):
 
 
 def link_sw_bin(root):
-    """Fill /usr/lib/nixos-fixture/sw/bin with links to the tools in sw-bin.list."""
+    """Fill /usr/lib/nixos-fixture/sw/bin with links to the tools in sw-bin.list, and sw-python/bin with the
+    same and python3: the system path of a configuration that adds pkgs.python3 (the double picks it)."""
     fixture_dir = root / "usr/lib/nixos-fixture"
-    bin_dir = ensure_dir(fixture_dir / "sw/bin")
-    for line in (fixture_dir / "sw-bin.list").read_text().splitlines():
-        name = line.strip()
-        if not name or name.startswith("#"):
-            continue
-        for directory in ("/usr/lib/nixos-fixture", "/usr/sbin", "/usr/bin"):
-            if os.path.lexists(root / directory.lstrip("/") / name):
-                (bin_dir / name).symlink_to(directory + "/" + name)
-                break
-        else:
-            raise BuildError("sw-bin.list: no %s in the fixture image" % name)
+    names = [line.strip() for line in (fixture_dir / "sw-bin.list").read_text().splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    for sw, extra in (("sw", []), ("sw-python", ["python3"])):
+        bin_dir = ensure_dir(fixture_dir / sw / "bin")
+        for name in names + extra:
+            for directory in ("/usr/lib/nixos-fixture", "/usr/sbin", "/usr/bin"):
+                if os.path.lexists(root / directory.lstrip("/") / name):
+                    (bin_dir / name).symlink_to(directory + "/" + name)
+                    break
+            else:
+                raise BuildError("sw-bin.list: no %s in the fixture image" % name)
 
 
 def systemd_version(root):

@@ -42,7 +42,7 @@ HOST_PACKAGES = (
 # The fixture sidecar image: a bootable systemd rootfs with nix-bin for a real
 # nix-instantiate. debootstrap does not resolve virtual packages: nix-bin needs
 # perl-dbdabi-94, which only libdbi-perl provides.
-FIXTURE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "nix-bin", "libdbi-perl")
+FIXTURE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "nix-bin", "libdbi-perl", "python3")
 
 
 @dataclass(frozen=True)

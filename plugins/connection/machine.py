@@ -1,0 +1,280 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: machine
+short_description: Run tasks inside a systemd-nspawn machine (a NixOS sidecar) on a remote host
+description:
+  - Reaches the host that runs the machine the way Ansible's P(ansible.builtin.ssh#connection) connection does - it uses
+    that plugin for the SSH part, so the host's address, port, user, key, C(ssh_common_args) (a C(ProxyCommand)),
+    C(ssh_extra_args) and every other C(ansible_ssh_*) variable work as they do for the host itself.
+  - Every command runs inside the machine with
+    C(systemd-run -M MACHINE --wait --pipe --quiet --collect [--uid USER] /bin/sh -c COMMAND) on the host - its exit
+    status, stdout, stderr and stdin are the command's own (C(machinectl shell) always exits 0, systemd issue 5879).
+  - Files travel through that pipe (C(cat) in the machine on the other end), never through the machine's tree on the
+    host - a container's root could point a path in it at the host's own files with a symlink.
+  - Pipelining works, and P(ansible.builtin.raw#module) needs no Python in the machine. Modules need the Python the
+    machine's NixOS configuration provides (C(environment.systemPackages = [ pkgs.python3 ];)), at
+    C(/run/current-system/sw/bin/python3) (the C(ansible_python_interpreter) that the
+    P(nspawn.nixos.sidecars#inventory) inventory plugin sets).
+  - C(become) with C(become_user) runs the commands as that user inside the machine (C(systemd-run --uid)); no C(sudo)
+    is needed inside. O(host_become) runs C(systemd-run) itself through C(sudo -n) on the host, for a host user that is
+    not root.
+  - A machine that is missing or not running fails the task as unreachable, with one line naming the host and the
+    machine.
+author:
+  - nspawn.nixos developers (@nspawn-nixos)
+extends_documentation_fragment:
+  - connection_pipelining
+options:
+  machine:
+    description: The name of the machine on the host (C(machinectl list)).
+    type: str
+    default: nixos
+    vars:
+      - name: nspawn_machine
+      - name: ansible_nspawn_machine
+  host:
+    description:
+      - The host that runs the machine, as Ansible's P(ansible.builtin.ssh#connection) connection reaches it.
+    type: str
+    default: inventory_hostname
+    vars:
+      - name: inventory_hostname
+      - name: ansible_host
+      - name: ansible_ssh_host
+  port:
+    description: SSH port of the host.
+    type: int
+    vars:
+      - name: ansible_port
+      - name: ansible_ssh_port
+  remote_user:
+    description: The user to log in to the host as.
+    type: str
+    vars:
+      - name: ansible_user
+      - name: ansible_ssh_user
+  private_key_file:
+    description: The SSH key for the host.
+    type: path
+    vars:
+      - name: ansible_private_key_file
+      - name: ansible_ssh_private_key_file
+  ssh_common_args:
+    description: Extra arguments of C(ssh) (and C(sftp)/C(scp)) for the host, e.g. a C(ProxyCommand).
+    type: str
+    vars:
+      - name: ansible_ssh_common_args
+  ssh_extra_args:
+    description: Extra arguments of C(ssh) only.
+    type: str
+    vars:
+      - name: ansible_ssh_extra_args
+  host_become:
+    description:
+      - Run C(systemd-run) on the host through C(sudo -n) (passwordless sudo), for a host user that is not root.
+    type: bool
+    default: false
+    vars:
+      - name: nspawn_machine_host_become
+  machine_user:
+    description:
+      - The user inside the machine that commands run as when the task does not use C(become); C(become_user)
+        overrides it.
+    type: str
+    default: root
+    vars:
+      - name: nspawn_machine_user
+notes:
+  - Needs C(systemd-run) with C(-M) on the host (systemd-container); the machine's own systemd runs the commands as
+    transient services, collected when they end.
+  - Options of P(ansible.builtin.ssh#connection) that are not listed here are passed on to it from the same variables
+    (ansible-core 2.19 and later).
+seealso:
+  - name: Running tasks inside a sidecar
+    description: The collection's README, with a playbook that provisions sidecars and configures inside them.
+    link: https://github.com/nspawn-nixos/nspawn.nixos#run-tasks-inside-a-sidecar
+  - plugin: nspawn.nixos.sidecars
+    plugin_type: inventory
+"""
+
+EXAMPLES = r"""
+# In an inventory: the sidecar "nixos" of host web1, reached through web1's SSH.
+# (The nspawn.nixos.sidecars inventory plugin writes such entries for every sidecar host.)
+# web1-nixos ansible_connection=nspawn.nixos.machine ansible_host=203.0.113.10 nspawn_machine=nixos
+#            ansible_python_interpreter=/run/current-system/sw/bin/python3
+
+- name: Look inside the sidecar
+  hosts: web1-nixos
+  gather_facts: false
+  tasks:
+    - name: Without Python
+      ansible.builtin.raw: cat /etc/os-release
+      changed_when: false
+
+    - name: A file in, with the machine's Python
+      ansible.builtin.copy:
+        dest: /etc/motd
+        content: "managed by Ansible\n"
+        mode: "0644"
+"""
+
+import shlex
+
+from ansible.errors import AnsibleConnectionFailure
+from ansible.module_utils.common.text.converters import to_bytes, to_text
+from ansible.plugins.connection import ConnectionBase
+from ansible.plugins.loader import connection_loader
+from ansible.utils.display import Display
+
+display = Display()
+
+# How systemd-run itself begins when it cannot reach the machine (it stopped after the check at connect).
+_UNREACHABLE = ("Failed to connect to bus", "Failed to create bus connection")
+
+
+class Connection(ConnectionBase):
+    """Runs commands and moves files inside a machine through `systemd-run -M` on its host, over Ansible's ssh."""
+
+    transport = "nspawn.nixos.machine"
+    has_pipelining = True
+    # Output of a command must stay the command's own: no PTY (ssh -tt merges stderr into stdout).
+    has_tty = False
+
+    def __init__(self, play_context, *args, **kwargs):
+        super().__init__(play_context, *args, **kwargs)
+        self._ssh = None
+        self._ssh_var_options = None
+        self._inside_become = None
+        self._checked = False
+
+    # -- the SSH part -------------------------------------------------------------
+
+    def _host_connection(self):
+        if self._ssh is None:
+            self._ssh = connection_loader.get("ssh", self._play_context, shell=self._shell)
+            if self._ssh is None:
+                raise AnsibleConnectionFailure("nspawn.nixos.machine needs Ansible's ssh connection plugin")
+        return self._ssh
+
+    def _resolve_option_variables(self, variables, templar):
+        """Ours, and (kept for the ssh connection) every variable the ssh plugin itself reads."""
+        ours = super()._resolve_option_variables(variables, templar)
+        resolve = getattr(self._host_connection(), "_resolve_option_variables", None)
+        self._ssh_var_options = resolve(variables, templar) if resolve else None
+        return ours
+
+    def set_options(self, task_keys=None, var_options=None, direct=None):
+        super().set_options(task_keys=task_keys, var_options=var_options, direct=direct)
+        ssh = self._host_connection()
+        ssh_vars = dict(self._ssh_var_options or var_options or {})
+        # The host of the machine, not the sidecar's inventory name.
+        host = self.get_option("host")
+        direct_ssh = {"host": host}
+        for option in ("port", "remote_user", "private_key_file", "ssh_common_args", "ssh_extra_args", "pipelining"):
+            value = self.get_option(option)
+            if value is not None:
+                direct_ssh[option] = value
+        ssh.set_options(task_keys=task_keys, var_options=ssh_vars, direct=direct_ssh)
+
+    def set_become_plugin(self, plugin):
+        """become inside the machine is systemd-run's --uid, not a sudo in the machine: keep the plugin to ourselves."""
+        self._inside_become = plugin
+        self.become = None
+
+    def _connect(self):
+        if not self._connected:
+            self._host_connection()._connect()
+            self._connected = True
+        if not self._checked:
+            self._check_machine()
+            self._checked = True
+        return self
+
+    def close(self):
+        if self._ssh is not None:
+            self._ssh.close()
+        self._connected = False
+
+    def reset(self):
+        if self._ssh is not None:
+            self._ssh.reset()
+        self._checked = False
+
+    # -- inside the machine -------------------------------------------------------
+
+    def _where(self):
+        return "machine %s on host %s" % (self.get_option("machine"), self.get_option("host"))
+
+    def _user(self):
+        """The user inside the machine: become_user when the task becomes (its become plugin is kept from Ansible, so
+        the play context holds the task's become_user), else machine_user."""
+        if self._inside_become is not None:
+            return getattr(self._play_context, "become_user", None) or "root"
+        return self.get_option("machine_user") or "root"
+
+    def _host_argv(self, argv):
+        """argv as a command line for the host's shell, through sudo -n when asked."""
+        if self.get_option("host_become"):
+            argv = ["sudo", "-n", "--"] + argv
+        return " ".join(shlex.quote(word) for word in argv)
+
+    def _inside(self, command):
+        """The host's command line that runs the shell command `command` inside the machine."""
+        argv = ["systemd-run", "-M", self.get_option("machine"), "--wait", "--pipe", "--quiet", "--collect"]
+        user = self._user()
+        if user != "root":
+            argv += ["--uid", user]
+        return self._host_argv(argv + ["/bin/sh", "-c", command])
+
+    def _check_machine(self):
+        """Fail with one line unless machined knows the machine as running."""
+        machine = self.get_option("machine")
+        argv = ["machinectl", "show", "--property=State", "--value", machine]
+        rc, out, err = self._host_connection().exec_command(self._host_argv(argv), sudoable=False)
+        state = to_text(out, errors="surrogate_or_strict").strip()
+        if rc != 0 or state != "running":
+            why = to_text(err, errors="surrogate_or_strict").strip().splitlines()
+            raise AnsibleConnectionFailure("%s is %s%s" % (
+                self._where(), "not running (state %s)" % state if rc == 0 else "missing or not running",
+                " (%s)" % why[-1] if why else ""))
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        self._connect()
+        display.vvv("EXEC in %s: %s" % (self._where(), cmd), host=self.get_option("host"))
+        rc, out, err = self._host_connection().exec_command(self._inside(cmd), in_data=in_data, sudoable=False)
+        if rc != 0:
+            text = to_text(err, errors="surrogate_or_strict").strip()
+            if text.startswith(_UNREACHABLE):
+                raise AnsibleConnectionFailure("%s is not reachable: %s" % (self._where(), text.splitlines()[0]))
+        return rc, out, err
+
+    def put_file(self, in_path, out_path):
+        super().put_file(in_path, out_path)
+        self._connect()
+        display.vvv("PUT %s TO %s in %s" % (in_path, out_path, self._where()), host=self.get_option("host"))
+        with open(to_bytes(in_path, errors="surrogate_or_strict"), "rb") as source:
+            data = source.read()
+        command = "cat > %s" % shlex.quote(out_path)
+        rc, out, err = self._host_connection().exec_command(self._inside(command), in_data=data, sudoable=False)
+        if rc != 0:
+            raise AnsibleConnectionFailure("failed to write %s in %s (rc=%s): %s" % (
+                out_path, self._where(), rc, to_text(err, errors="surrogate_or_strict").strip()))
+
+    def fetch_file(self, in_path, out_path):
+        super().fetch_file(in_path, out_path)
+        self._connect()
+        display.vvv("FETCH %s TO %s from %s" % (in_path, out_path, self._where()), host=self.get_option("host"))
+        command = "cat %s" % shlex.quote(in_path)
+        rc, out, err = self._host_connection().exec_command(self._inside(command), sudoable=False)
+        if rc != 0:
+            raise AnsibleConnectionFailure("failed to read %s in %s (rc=%s): %s" % (
+                in_path, self._where(), rc, to_text(err, errors="surrogate_or_strict").strip()))
+        with open(to_bytes(out_path, errors="surrogate_or_strict"), "wb") as target:
+            target.write(out)
