@@ -103,7 +103,7 @@ lint: deps docs-lint changelog-lint
 
 docs-lint: deps
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck $(COLLECTION_LINK)
-	@for m in plugins/modules/*.py plugins/connection/*.py plugins/inventory/*.py; do \
+	@for m in plugins/modules/*.py plugins/connection/*.py plugins/inventory/*.py plugins/filter/*.py; do \
 	  [ -e "$$m" ] || continue; n=$$(basename $$m .py); t=$$(basename $$(dirname $$m)); t=$${t%s}; \
 	  $(BIN)/ansible-doc -t $$t nspawn.nixos.$$n >/dev/null || { echo "ansible-doc -t $$t failed: $$n"; exit 1; }; \
 	  echo "ansible-doc -t $$t nspawn.nixos.$$n: ok"; done

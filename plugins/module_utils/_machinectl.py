@@ -24,8 +24,8 @@ IMPORTCTL_MIN_VERSION = 256
 IMPORTD_BINARIES = ("/usr/lib/systemd/systemd-importd", "/lib/systemd/systemd-importd")
 POLL_INTERVAL = 0.2
 # Right after a machine stopped, `machinectl remove` can fail with EBUSY for a moment (measured: up
-# to a second or two on a loaded host): try for REMOVE_ATTEMPTS * POLL_INTERVAL seconds.
-REMOVE_ATTEMPTS = 25
+# to a second or two on a loaded host, more when several labs share two CPUs): try for REMOVE_BUSY_SECONDS.
+REMOVE_BUSY_SECONDS = 30
 TERMINATE_GRACE = 10
 # How long a failed start waits for the unit to finish stopping before its journal is read.
 UNIT_SETTLE_SECONDS = 5
@@ -238,11 +238,12 @@ class Machinectl(object):
 
     def remove(self, name):
         """machinectl remove, tried again while the image is busy (a machine that just stopped)."""
-        for attempt in range(REMOVE_ATTEMPTS):
+        deadline = _monotonic() + REMOVE_BUSY_SECONDS
+        while True:
             rc, out, err = self.runner.run(["machinectl", "remove", name], check=False)
             if rc == 0:
                 return
-            if "Device or resource busy" not in err or attempt == REMOVE_ATTEMPTS - 1:
+            if "Device or resource busy" not in err or _monotonic() >= deadline:
                 raise CommandError("machinectl remove %s failed (rc=%s): %s" % (name, rc, (err or out or "").strip()[-2000:]),
                                    ["machinectl", "remove", name], rc, out, err)
             _sleep(POLL_INTERVAL)

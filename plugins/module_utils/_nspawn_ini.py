@@ -226,7 +226,78 @@ def _check_port(value):
                                   "e.g. tcp:8080:80" % value)
 
 
-VALUE_CHECKS = {("Network", "Port"): _check_port}
+# Bind mount options systemd-nspawn knows (src/nspawn/nspawn-mount.c, parse_mount_bind_options); it refuses
+# any other word ("Invalid bind mount option") and the machine does not start.
+BIND_OPTIONS = ("rbind", "norbind", "idmap", "noidmap", "rootidmap", "owneridmap")
+
+
+def _source(path, where):
+    """A source path of Bind=/Overlay= (nspawn-mount.c, source_path_parse): absolute on the host, or "+/PATH"
+    relative to the machine's root. A relative path would be made absolute against systemd-nspawn's working
+    directory (/ for machinectl's systemd-nspawn@.service): refused, it is almost never what was meant."""
+    if path.startswith("+"):
+        if not path[1:].startswith("/"):
+            raise NspawnSettingsError("%s: source %r: after \"+\" (relative to the machine's root) an absolute path must "
+                                      "follow, e.g. +/var/lib/data" % (where, path))
+    elif not path.startswith("/"):
+        raise NspawnSettingsError("%s: source %r is not an absolute path; give the host's path from / (systemd would "
+                                  "resolve %r against /), or +/PATH for a path in the machine's root" % (where, path, path))
+
+
+def _destination(path, where, what="destination"):
+    if not path.startswith("/"):
+        raise NspawnSettingsError("%s: %s %r is not an absolute path in the machine" % (where, what, path))
+
+
+def _check_bind(value, key):
+    """Bind=, BindReadOnly= (systemd.nspawn(5), --bind=): SOURCE[:DESTINATION[:OPTIONS]], OPTIONS a comma list
+    of BIND_OPTIONS; an empty SOURCE is a temporary directory (then a DESTINATION is needed)."""
+    where = "[Files] %s=%s" % (key, value)
+    parts = value.split(":", 2)
+    source = parts[0]
+    if source:
+        _source(source, where)
+    elif len(parts) == 1:
+        raise NspawnSettingsError("%s: empty; give SOURCE[:DESTINATION[:OPTIONS]]" % where)
+    destination = parts[1] if len(parts) > 1 else source.lstrip("+")
+    _destination(destination, where)
+    if len(parts) == 3:
+        unknown = [word for word in parts[2].split(",") if word and word not in BIND_OPTIONS]
+        if unknown:
+            raise NspawnSettingsError("%s: unknown bind option %s; systemd-nspawn knows %s" % (
+                where, ", ".join(repr(word) for word in unknown), ", ".join(BIND_OPTIONS)))
+
+
+def _check_absolute_first(value, key, section="Files"):
+    """TemporaryFileSystem= (PATH[:OPTIONS]), Inaccessible=, WorkingDirectory=: an absolute path in the machine."""
+    _destination(value.split(":", 1)[0] if key == "TemporaryFileSystem" else value, "[%s] %s=%s" % (section, key, value), "path")
+
+
+def _check_overlay(value, key):
+    """Overlay=, OverlayReadOnly= (--overlay=): LOWER...:UPPER[:DESTINATION], at least two paths; sources absolute
+    or +/PATH; with three or more the last is the absolute destination (nspawn-mount.c, overlay_mount_parse)."""
+    where = "[Files] %s=%s" % (key, value)
+    parts = value.split(":")
+    if len(parts) < 2:
+        raise NspawnSettingsError("%s: give at least LOWER:UPPER (paths separated by colons)" % where)
+    sources = parts if len(parts) == 2 else parts[:-1]
+    for index, path in enumerate(sources):
+        if path or len(parts) == 2 or index != len(sources) - 1:  # an empty UPPER (of three or more) is a temporary one
+            _source(path, where)
+    if len(parts) > 2:
+        _destination(parts[-1], where)
+
+
+VALUE_CHECKS = {
+    ("Network", "Port"): _check_port,
+    ("Files", "Bind"): lambda value: _check_bind(value, "Bind"),
+    ("Files", "BindReadOnly"): lambda value: _check_bind(value, "BindReadOnly"),
+    ("Files", "TemporaryFileSystem"): lambda value: _check_absolute_first(value, "TemporaryFileSystem"),
+    ("Files", "Inaccessible"): lambda value: _check_absolute_first(value, "Inaccessible"),
+    ("Files", "Overlay"): lambda value: _check_overlay(value, "Overlay"),
+    ("Files", "OverlayReadOnly"): lambda value: _check_overlay(value, "OverlayReadOnly"),
+    ("Exec", "WorkingDirectory"): lambda value: _check_absolute_first(value, "WorkingDirectory", "Exec"),
+}
 
 
 def check_setting(section, key, values, systemd_version=None):

@@ -196,7 +196,9 @@ def read_origin(name):
 
 
 def remove_origin(name):
-    return remove_file(origin_path(name))
+    """Remove what the collection recorded about an image (its origin, the branch its nixpkgs was locked from)."""
+    removed = remove_file(origin_path(name))
+    return remove_file(nixpkgs_record_path(name)) or removed
 
 
 # The trusted place of a machine's settings (systemd.nspawn(5)): Bind=, Port= and other

@@ -54,10 +54,10 @@ def payload():
 def sidecars(lab, ansible_runner):
     """The sidecar provisioned on every lab host; removed at the end."""
     run = ansible_runner.playbook([provision()])
-    assert run.rc == 0, run
+    assert run.rc == 0, str(run)
     yield run
     gone = ansible_runner.playbook([provision("absent")])
-    assert gone.rc == 0, gone
+    assert gone.rc == 0, str(gone)
 
 
 def test_a_second_play_runs_tasks_inside(lab, ansible_runner, sidecars, payload):
@@ -82,7 +82,7 @@ def test_a_second_play_runs_tasks_inside(lab, ansible_runner, sidecars, payload)
         ],
     }
     run = ansible_runner.playbook([provision(), inside])
-    assert run.rc == 0, run
+    assert run.rc == 0, str(run)
     for host in lab.hosts:
         sidecar = "%s-%s" % (host.name, NAME)
         assert "ID=nixos-fixture" in run.result("raw os-release", sidecar)["stdout"], run
@@ -171,3 +171,32 @@ def test_a_stopped_machine_fails_with_one_line(lab, ansible_runner, sidecars):
         assert "\n" not in message, message
     finally:
         host.run(["machinectl", "start", NAME])
+
+
+def test_two_sidecars_on_one_host(lab, ansible_runner):
+    """The role README's example: the role included once per machine; each gets its own image and settings,
+    sidecar_status has an entry for each, and each is added to the run's inventory."""
+    def include(name, state="present", **extra):
+        return {"name": "sidecar %s" % name, "ansible.builtin.include_role": {"name": "nspawn.nixos.sidecar"},
+                "vars": dict({"sidecar_name": name, "sidecar_state": state, "sidecar_image_url": "{{ lab_image_url }}",
+                              "sidecar_image_checksum": "{{ lab_image_sha256 }}"}, **extra)}
+    plays = [{"name": "two sidecars", "hosts": "sidecar_hosts", "gather_facts": False, "tasks": [
+        include("two-a", sidecar_network="veth", sidecar_ports=["tcp:18080:80"]),
+        include("two-b"),
+    ]}, {"name": "both reachable", "hosts": "sidecars", "gather_facts": False,
+         "tasks": [{"name": "hostname", "ansible.builtin.raw": "cat /etc/hostname", "register": "hostname"}]}]
+    try:
+        run = ansible_runner.playbook(plays)
+        assert run.rc == 0, str(run)
+        for host in lab.hosts:
+            status = run.results("Record what the machine runs", host.name)[-1]["result"]["ansible_facts"]["sidecar_status"]
+            assert sorted(status) == ["two-a", "two-b"] and all(item["state"] == "running" for item in status.values()), status
+            for name in ("two-a", "two-b"):
+                assert host.run(["test", "-f", "/etc/systemd/nspawn/%s.nspawn" % name]).returncode == 0
+                assert run.result("hostname", "%s-%s" % (host.name, name))["rc"] == 0
+            settings = host.run(["cat", "/etc/systemd/nspawn/two-a.nspawn"], check=True).stdout
+            assert "Port=tcp:18080:80" in settings and "VirtualEthernet=no" not in settings, settings
+    finally:
+        gone = ansible_runner.playbook([{"name": "remove both", "hosts": "sidecar_hosts", "gather_facts": False,
+                                         "tasks": [include("two-a", "absent"), include("two-b", "absent")]}])
+        assert gone.rc == 0, str(gone)

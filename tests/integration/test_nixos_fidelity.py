@@ -74,7 +74,7 @@ def test_article_scenario_in_each_flavour(flavour, lab, ansible_runner):
     hosts = [host.name for host in lab.hosts]
     try:
         first = ansible_runner.playbook(role_play(name, sidecar_nixpkgs=nixpkgs))
-        assert first.rc == 0 and not first.failed, first
+        assert first.rc == 0 and not first.failed, str(first)
         for host in hosts:
             written = first.result(WRITE_TASK, host)
             rebuild = written["rebuild"]
@@ -90,12 +90,12 @@ def test_article_scenario_in_each_flavour(flavour, lab, ansible_runner):
             assert status["system"] == written["system"] and status["generation"] == 1, (status, written)
 
         second = ansible_runner.playbook(role_play(name, sidecar_nixpkgs=nixpkgs))
-        assert second.rc == 0, second
+        assert second.rc == 0, str(second)
         for host in hosts:
             assert second.stats[host]["changed"] == 0, (changed_tasks(second, host), str(second))
 
         failing = ansible_runner.playbook(role_play(name, sidecar_nixpkgs=nixpkgs, sidecar_nixos_settings=FAILING))
-        assert failing.rc != 0, failing
+        assert failing.rc != 0, str(failing)
         for host in hosts:
             record = failing.results(WRITE_TASK, host)[-1]
             result = record["result"]
@@ -108,14 +108,14 @@ def test_article_scenario_in_each_flavour(flavour, lab, ansible_runner):
 
         # Back where it was: the same system, and the good settings are a no-op again.
         back = ansible_runner.playbook(role_play(name, sidecar_nixpkgs=nixpkgs))
-        assert back.rc == 0, back
+        assert back.rc == 0, str(back)
         for host in hosts:
             assert back.stats[host]["changed"] == 0, (changed_tasks(back, host), str(back))
             status = back.result(RECORD_TASK, host)["ansible_facts"]["sidecar_status"][name]
             assert status["system"] == first.result(RECORD_TASK, host)["ansible_facts"]["sidecar_status"][name]["system"]
     finally:
         gone = ansible_runner.playbook(role_play(name, sidecar_state="absent"))
-        assert gone.rc == 0, gone
+        assert gone.rc == 0, str(gone)
 
 
 def test_one_nixpkgs_for_the_fleet(lab, ansible_runner):
@@ -129,7 +129,7 @@ def test_one_nixpkgs_for_the_fleet(lab, ansible_runner):
     try:
         for host in (first_host, second_host):  # one after the other: converged at different times
             run = ansible_runner.playbook(SITE, limit=host.name, extra_vars=extra)
-            assert run.rc == 0, run
+            assert run.rc == 0, str(run)
             written = run.result(WRITE_TASK, host.name)
             assert written["nixpkgs"]["type"] == "path", written["nixpkgs"]
             # The lock is the image's registry pin, read in the machine.
@@ -144,7 +144,7 @@ def test_one_nixpkgs_for_the_fleet(lab, ansible_runner):
 
         # A second site.yml run on both: nothing changes, and the summary says they agree.
         again = ansible_runner.playbook(SITE, extra_vars=extra)
-        assert again.rc == 0, again
+        assert again.rc == 0, str(again)
         for host in (first_host, second_host):
             assert again.stats[host.name]["changed"] == 0, (changed_tasks(again, host.name), str(again))
         assert "nixpkgs: the same on all 2 sidecars: %s" % ids[first_host.name] in again.stdout, again
@@ -152,15 +152,15 @@ def test_one_nixpkgs_for_the_fleet(lab, ansible_runner):
         # An explicit upgrade of one host: its lock (and system) change.
         upgrade = dict(extra, sidecar_nixpkgs="http://127.0.0.1:8080/nixpkgs-fixture-ng-late.tar.gz")
         upgraded = ansible_runner.playbook(SITE, limit=first_host.name, extra_vars=upgrade)
-        assert upgraded.rc == 0, upgraded
+        assert upgraded.rc == 0, str(upgraded)
         written = upgraded.result(WRITE_TASK, first_host.name)
         assert written["actions"] == ["lock", "rebuild"] and written["nixpkgs"]["id"] != ids[first_host.name], written
 
         # The summary of both names the one that differs (sidecar_nixpkgs: unmanaged keeps both locks as they are).
         summary = ansible_runner.playbook(SITE, extra_vars=dict(extra, sidecar_nixpkgs="unmanaged"))
-        assert summary.rc == 0, summary
+        assert summary.rc == 0, str(summary)
         assert "nixpkgs: 2 different values" in summary.stdout, summary
         assert "%s/%s" % (first_host.name, name) in summary.stdout and written["nixpkgs"]["id"] in summary.stdout, summary
     finally:
         gone = ansible_runner.playbook(SITE, extra_vars=dict(extra, sidecar_state="absent"))
-        assert gone.rc == 0, gone
+        assert gone.rc == 0, str(gone)
