@@ -211,10 +211,23 @@ class ImageBackend(Backend):
             plan.append(how)
         elif url:
             drift = _drift(origin, requested)
-            if drift and not params["force"]:
-                self.module.warn("image %s exists but its recorded origin differs from the request (%s); it was left as it is. "
-                                 "Set force: true to replace it (the container's data in it is lost)."
-                                 % (name, ", ".join(sorted(drift))))
+            if drift and params["adopt"]:
+                if params["force"]:
+                    raise ValidationError("adopt: keeps the image as it is; force replaces it: give only one of them")
+                plan.append("adopt")
+            elif drift and not params["force"]:
+                if origin is None:
+                    self.module.warn(
+                        "image %s exists but has no origin record: it was not imported by nspawn_image, or an import was "
+                        "interrupted before its origin was recorded; it was left as it is. If it is the image of this request "
+                        "(e.g. you pinned its checksum when you imported it), set adopt: true to record this request as its "
+                        "origin without touching the image; force: true replaces it (the container's data in it is lost)."
+                        % name)
+                else:
+                    self.module.warn(
+                        "image %s exists but its recorded origin differs from the request (%s); it was left as it is. "
+                        "Set force: true to replace it (the container's data in it is lost), or adopt: true to record this "
+                        "request as its origin and keep the image as it is." % (name, ", ".join(sorted(drift))))
             elif drift:
                 if mc.show(name) is not None:
                     raise ModuleFailure("image %s differs from the request but the machine %s is running: stop it first with "
@@ -230,7 +243,7 @@ class ImageBackend(Backend):
 
         before = dict(state="absent" if image is None else "present",
                       url=(origin or {}).get("url"), sha256=(origin or {}).get("sha256"))
-        after = dict(state="present", url=requested["url"], sha256=requested["sha256"]) if how else dict(before)
+        after = dict(state="present", url=requested["url"], sha256=requested["sha256"]) if how or "adopt" in plan else dict(before)
         if export_to:
             before["exported"], after["exported"] = exported, True
         self.set_diff(before, after)
@@ -241,14 +254,16 @@ class ImageBackend(Backend):
             self.result["image"] = image
             return
         for step in plan:
-            if step == "remove":
+            if step == "adopt":
+                self._record(name, url, requested, sha256=requested["sha256"], how="adopt", verify="no")
+            elif step == "remove":
                 self.actions.append("remove")
                 mc.remove(name)
             elif step in ("pull", "download", "replace"):
                 self._acquire(mc, name, url, checksum, how, requested, replace=step == "replace")
             else:
                 self._export(mc, name, export_to)
-        self.result["image"] = mc.show_image(name) if plan else image
+        self.result["image"] = mc.show_image(name) if set(plan) - {"adopt"} else image  # adopt leaves the image as it is
 
     def _method(self, mc, url, checksum):
         """'pull' (importd downloads) or 'download' (this module downloads, verifies, then imports)."""
@@ -294,7 +309,11 @@ class ImageBackend(Backend):
                 name, redact_url(url),
                 "; its sha256 is %s: pin it with checksum: sha256:%s" % (sha256, sha256) if sha256 else
                 ": give checksum: sha256:<hex> (or verify: checksum where the server publishes SHA256SUMS)"))
-        origin = dict(name=name, url=requested["url"], checksum=requested["checksum"], sha256=sha256 or requested["sha256"],
+        self._record(name, url, requested, sha256 or requested["sha256"], how, verify)
+
+    def _record(self, name, url, requested, sha256, how, verify):
+        """Write the origin record. method "adopt": an existing image taken as the request's, not fetched or verified."""
+        origin = dict(name=name, url=requested["url"], checksum=requested["checksum"], sha256=sha256,
                       method=how, verify=verify, kind=image_kind(url),
                       time=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat())
         self.actions.append("record_origin")
@@ -404,6 +423,7 @@ def _expand(plan):
     actions = []
     for step in plan:
         actions.extend({
+            "adopt": ["record_origin"],
             "pull": ["pull", "record_origin"],
             "download": ["download", "import", "record_origin"],
             "replace": ["download", "remove", "import", "record_origin"],

@@ -86,6 +86,16 @@ options:
       - With O(export_to), also overwrite an existing export file (so the task always changes).
     type: bool
     default: false
+  adopt:
+    description:
+      - When the image exists but has no origin record (it was not imported by this module, or an import was interrupted
+        before its origin was recorded) or a different one, record this request (O(url), O(checksum)) as its origin and
+        keep the image and everything in it as it is. Nothing is fetched; the record's C(method) is V(adopt), so it
+        says that the module did not verify the content - adopt an image only when you know it is the one the request
+        names (for example, you pinned its sha256 when you imported it).
+      - Mutually exclusive in effect with O(force), which replaces the image instead.
+    type: bool
+    default: false
   export_to:
     description:
       - Absolute path of a file to export the image to (C(importctl export-tar)/C(export-raw) on systemd 256 and later,
@@ -139,6 +149,12 @@ EXAMPLES = r"""
   nspawn.nixos.nspawn_image:
     name: nixos
     state: absent
+- name: Adopt an image that exists without an origin record (e.g. an interrupted run), keeping its data
+  nspawn.nixos.nspawn_image:
+    name: nixos
+    url: https://github.com/tfc/nspawn-nixos/releases/download/v1.3.0/nixos-system-x86_64-linux.tar.xz
+    checksum: sha256:0000000000000000000000000000000000000000000000000000000000000000
+    adopt: true
 """
 
 RETURN = r"""
@@ -179,7 +195,8 @@ drift:
   description:
     - How the recorded origin differs from the requested O(url) and pinned O(checksum) (keys V(url), V(sha256), each
       with V(recorded) and V(requested)); empty when it does not. Reported with a warning, nothing replaced,
-      unless O(force=true).
+      unless O(force=true) (the image is replaced) or O(adopt=true) (the request is recorded as its origin). An image
+      without any origin record has V(recorded) null.
   returned: success
   type: dict
   sample: {url: {recorded: "https://example.org/old.tar.xz", requested: "https://example.org/new.tar.xz"}}
@@ -205,6 +222,7 @@ def main():
             verify=dict(type="str", default="no", choices=["no", "checksum", "signature"]),
             method=dict(type="str", default="auto", choices=["auto", "pull", "download"]),
             force=dict(type="bool", default=False),
+            adopt=dict(type="bool", default=False),
             export_to=dict(type="path"),
             timeout=dict(type="int", default=60),
             lock_timeout=dict(type="int", default=600),
