@@ -27,6 +27,9 @@ POLL_INTERVAL = 0.2
 # to a second or two on a loaded host, more when several labs share two CPUs): try for REMOVE_BUSY_SECONDS.
 REMOVE_BUSY_SECONDS = 30
 TERMINATE_GRACE = 10
+# `machinectl show` of a machine that is being torn down can fail with EBADR for a moment.
+VANISHING = "Invalid request descriptor"
+VANISHING_ATTEMPTS = 10
 # How long a failed start waits for the unit to finish stopping before its journal is read.
 UNIT_SETTLE_SECONDS = 5
 WAIT_INTERVAL = 0.5
@@ -182,11 +185,19 @@ class Machinectl(object):
     # -- queries ------------------------------------------------------------
 
     def _show(self, verb, name, missing):
-        rc, out, err = self.runner.run(["machinectl", verb, name], check=False)
-        if rc == 0:
-            return parse_properties(out)
-        if missing in err:
-            return None
+        for attempt in range(VANISHING_ATTEMPTS):
+            rc, out, err = self.runner.run(["machinectl", verb, name], check=False)
+            if rc == 0:
+                return parse_properties(out)
+            if missing in err:
+                return None
+            if verb != "show" or VANISHING not in err:
+                break
+            # machined answers so while the machine it still lists is going away (measured on systemd 257 right
+            # after a poweroff): ask again; a machine that stays in that state is as good as gone.
+            if attempt == VANISHING_ATTEMPTS - 1:
+                return None
+            _sleep(POLL_INTERVAL)
         raise CommandError("machinectl %s %s failed (rc=%s): %s" % (verb, name, rc, err.strip()),
                            ["machinectl", verb, name], rc, out, err)
 

@@ -20,40 +20,6 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import read_i
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure, Runner
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError
 
-MAX_SYMLINKS = 40
-
-
-def resolve_in_root(root, path):
-    """Resolve path inside the tree at root, following symlinks as if root were '/'.
-
-    NixOS links /etc/os-release to /etc/static/os-release and on into /nix/store with
-    absolute targets, which must not resolve against the host's own root.
-    Returns the host path, or None on a symlink loop.
-    """
-    pending = [part for part in path.split("/") if part]
-    resolved = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *(resolved + [part]))
-        if os.path.islink(candidate):
-            links += 1
-            if links > MAX_SYMLINKS:
-                return None
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending = [p for p in target.split("/") if p] + pending
-        else:
-            resolved.append(part)
-    return os.path.join(root, *resolved)
-
 
 def parse_os_release(text):
     """os-release(5) KEY=value lines (shell-quoted values) -> dict."""

@@ -301,3 +301,18 @@ def test_run_input_failure_carries_the_command():
 def test_is_running(out, rc, running):
     module, mc = make([(rc, out, "No machine 'n' known\n" if rc else "")])
     assert mc.is_running("n") is running
+
+
+def test_show_of_a_vanishing_machine_asks_again(clock):
+    """machined answers EBADR ("Invalid request descriptor") while a machine it still lists goes away."""
+    vanishing = (1, "", "Could not get properties: Invalid request descriptor\n")
+    module, mc = make([vanishing, vanishing, (1, "", "Could not get path to machine: No machine 'nixos' known\n")])
+    assert mc.show("nixos") is None
+    assert len(module.calls) == 3
+    module, mc = make([vanishing, (0, "Name=nixos\nState=running\n", "")])
+    assert mc.show("nixos")["State"] == "running"
+    module, mc = make([vanishing] * _machinectl.VANISHING_ATTEMPTS)
+    assert mc.show("nixos") is None  # still going away after 2 s: gone for the caller's purposes
+    module, mc = make([(1, "", "Could not get properties: Invalid request descriptor\n")])
+    with pytest.raises(CommandError, match="show-image nixos failed"):
+        mc.show_image("nixos")  # images: not retried, an error
