@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl, int_or_none
-from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import LOCK_FILE, locked_input, parse_lock, store_path, summary
+from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import LOCK_FILE, locked_input, parse_lock, summary, system_profile
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, read_origin, read_os_release, settings_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name
@@ -115,14 +115,9 @@ def nixos_state(root, name):
     points at, that generation's number, and the nixpkgs its /etc/nixos/flake.lock locks. None for a tree without
     /nix/var/nix/profiles/system (not NixOS)."""
     try:
-        with MachineDir(root, "/nix/var/nix/profiles", name) as profiles:
-            link = profiles.readlink("system")
-            if link is None:
-                return None
-            generation = None
-            if link.startswith("system-") and link.endswith("-link") and link[7:-5].isdigit():
-                generation = int(link[7:-5])
-                link = profiles.readlink(link)
+        link, generation, system = system_profile(root, name)
+        if link is None:
+            return None
         with MachineDir(root, "/etc/nixos", name) as nixos:
             text, dummy = nixos.read(LOCK_FILE)
         try:
@@ -131,4 +126,4 @@ def nixos_state(root, name):
             nixpkgs = None
     except (UnsafePath, OSError):
         return None
-    return dict(system=store_path(link), generation=generation, nixpkgs=nixpkgs)
+    return dict(system=system, generation=generation, nixpkgs=nixpkgs)

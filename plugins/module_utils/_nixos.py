@@ -25,8 +25,8 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._nix import (
     NixEditError, NixValueError, ensure_import, import_path, nix_error, parse_check_argv, remove_import, render_module,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import (
-    IMAGE, LOCK_FILE, LOCK_SCRIPT, REGISTRY_PATH, UNMANAGED, check_reference, is_branch, lock_arguments, locked_input,
-    parse_lock, registry_pin, satisfies, store_path, summary,
+    IMAGE, LOCK_FILE, LOCK_SCRIPT, REGISTRY_PATH, UNMANAGED, PROFILES_DIR, check_reference, generation_number, is_branch,
+    lock_arguments, locked_input, parse_lock, registry_pin, satisfies, summary, system_profile,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath, read_in_root
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
@@ -47,7 +47,6 @@ SW_BIN = "/run/current-system/sw/bin"
 # nixos-rebuild runs further tools (nix, nix-env, systemd-run) and needs NIX_PATH without a flake:
 # a login shell sets up the same environment as `machinectl shell` would.
 LOGIN_SHELL = ("/bin/sh", "-lc")
-PROFILES_DIR = "/nix/var/nix/profiles"
 # Fails in every nspawn container for images built with boot.isContainer but not
 # boot.isNspawnContainer (nixpkgs nixos/modules/tasks/filesystems.nix: /dev, /dev/pts, /dev/shm and
 # /run are only left out for isNspawnContainer; mount gets "permission denied" there) and is harmless.
@@ -76,7 +75,6 @@ _STATUS_RE = re.compile(r"switch-to-configuration[^\n]*returned non-zero exit st
 _ACTIVATING = "activating the configuration"
 _FREED_RE = re.compile(r"(\d+) store paths deleted, ([0-9.]+ [KMGT]?i?B) freed")
 _DELETED_GEN_RE = re.compile(r"removing (?:profile version|generation) (\d+)")
-_GENERATION_RE = re.compile(r"^system-(\d+)-link$")
 _HASH_RE = re.compile(r"^(\$[^\s:]+|![^\s:]*|\*)$")
 
 
@@ -164,12 +162,6 @@ def parse_gc(text):
     """(store paths deleted, size freed as nix prints it) from nix-store --gc's summary line."""
     match = _FREED_RE.search(text or "")
     return (int(match.group(1)), match.group(2)) if match else (None, None)
-
-
-def generation_number(link):
-    """42 from the target 'system-42-link' of the system profile; None for a store path or no link."""
-    match = _GENERATION_RE.match(link or "")
-    return int(match.group(1)) if match else None
 
 
 def shadow_hash(text, user="root"):
@@ -299,8 +291,7 @@ class NixosBackend(Backend):
                 self.actions.extend(step[0] for step in steps)
             else:
                 self._apply(mc, name, nixos, root, changes, steps)
-        self.result["generation"] = generation_number(self._profile_link(root, name))
-        self.result["system"] = self._profile_system(root, name)
+        dummy, self.result["generation"], self.result["system"] = system_profile(root, name)
 
     # -- planning ----------------------------------------------------------------
 
@@ -482,12 +473,9 @@ class NixosBackend(Backend):
             words.append("--rollback")
         return list(LOGIN_SHELL) + ["exec " + " ".join(words)]
 
-    def _profile_link(self, root, name):
-        try:
-            with MachineDir(root, PROFILES_DIR, name) as profiles:
-                return profiles.readlink("system")
-        except UnsafePath:
-            return None
+    def _timeout_properties(self):
+        """systemd-run properties of the long commands in the machine: the service manager stops them after timeout."""
+        return ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
 
     def _systems(self, mc, name, properties):
         """{"current": active system, "profile": the profile's system}, read in the machine; {} when that fails."""
@@ -497,9 +485,9 @@ class NixosBackend(Backend):
 
     def _rebuild(self, mc, name, nixos, root, changes, action):
         flake = nixos.lstat(FLAKE_FILE) is not None
-        properties = ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
+        properties = self._timeout_properties()
         command = self.rebuild_command(action, flake)
-        link_before = self._profile_link(root, name)
+        link_before = system_profile(root, name)[0]
         rc, out, err = mc.run_inside(name, command, check=False, properties=properties)
         ok, evidence = judge_rebuild(action, rc, out, err, self._systems(mc, name, properties) if rc != 0 else None)
         info = dict(action=action, flake=flake, rc=rc, warnings=[], rolled_back=False, stdout=out, stderr=err, **evidence)
@@ -542,7 +530,7 @@ class NixosBackend(Backend):
         if action == "test":
             return ("Not rolled back: nixos-rebuild test does not change the boot default, so restarting the machine returns "
                     "to the previous configuration.")
-        if self._profile_link(root, name) == link_before:
+        if system_profile(root, name)[0] == link_before:
             return "Not rolled back: the failed rebuild made no new generation, so the previous one is still current."
         self.actions.append("rollback")
         # With the flake's attribute: without it, nixos-rebuild re-executes itself through the attribute named after
@@ -595,7 +583,7 @@ class NixosBackend(Backend):
     def _compute_lock(self, mc, name, reference):
         """The text of flake.lock with nixpkgs locked to reference, from the real `nix flake lock` in the machine."""
         argv = list(SHELL) + [LOCK_SCRIPT, "nspawn-nixos-lock"] + lock_arguments(reference)
-        properties = ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
+        properties = self._timeout_properties()
         rc, out, err = mc.run_inside(name, argv, check=False, properties=properties)
         text = out if rc == 0 else None
         try:
@@ -631,21 +619,10 @@ class NixosBackend(Backend):
         return [number for number in numbers[:-keep] if number != current] if len(numbers) > keep else []
 
     def _collect_garbage(self, mc, name, keep, predicted):
-        properties = ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
+        properties = self._timeout_properties()
         argv = list(SHELL) + [GC_SCRIPT, "nspawn-nixos-gc", str(keep)]
         dummy, out, err = mc.run_inside(name, argv, properties=properties,
                                         msg="nixos_config: deleting old generations or collecting garbage in machine %s failed" % name)
         deleted, freed = parse_gc(out + "\n" + err)
         found = sorted(int(number) for number in _DELETED_GEN_RE.findall(out + "\n" + err))
         self.result["garbage"] = dict(keep=keep, deleted_generations=found or predicted, store_paths_deleted=deleted, freed=freed)
-
-    def _profile_system(self, root, name):
-        """The store path the system profile points at (through system-N-link), read from the host; None if unknown."""
-        try:
-            with MachineDir(root, PROFILES_DIR, name) as profiles:
-                target = profiles.readlink("system")
-                if generation_number(target) is not None:
-                    target = profiles.readlink(target)
-        except UnsafePath:
-            return None
-        return store_path(target)

@@ -22,6 +22,7 @@ import json
 import posixpath
 import re
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError
 
 IMAGE = "image"
@@ -111,6 +112,27 @@ def registry_pin(text, name=INPUT):
 
 
 PROFILES_DIR = "/nix/var/nix/profiles"
+_GENERATION_RE = re.compile(r"^system-(\d+)-link$")
+
+
+def generation_number(link):
+    """42 from the target 'system-42-link' of the system profile; None for a store path or no link."""
+    match = _GENERATION_RE.match(link or "")
+    return int(match.group(1)) if match else None
+
+
+def system_profile(root, machine=None):
+    """(link, generation, system) of the machine's /nix/var/nix/profiles/system, read from the host without following
+    its links: the link's target, its generation number (None while it points straight at a store path, as in a
+    fresh upstream image) and the store path of the system. (None, None, None) without a profile."""
+    try:
+        with MachineDir(root, PROFILES_DIR, machine) as profiles:
+            link = profiles.readlink("system")
+            generation = generation_number(link)
+            target = profiles.readlink(link) if generation is not None else link
+    except UnsafePath:
+        return None, None, None
+    return link, generation, store_path(target)
 
 
 def store_path(target, base=PROFILES_DIR):
