@@ -29,17 +29,21 @@ from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, op
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
     Machinectl, export_kind, image_kind, url_path,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, Interrupted, ModuleFailure
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
-    Backend, nixpkgs_record_path, origin_path, read_origin, remove_file, write_json_atomic,
+    Backend, nixpkgs_record_path, origin_path, pending_path, read_json, read_origin, remove_file, write_json_atomic,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
     ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_text, redact_url, url_password,
 )
 
 IMAGE_STORE = "/var/lib/machines"
-# Hidden, and not ending in .raw, so machined never takes a partial download for an image.
+# Hidden, and not ending in .raw, so machined never takes a partial download for an image. The machine's
+# name and an "@" (which no machine name contains) follow, so that the next run that holds the machine's
+# lock can remove what a killed run left: temp_prefix(name).
 TEMP_PREFIX = ".nspawn-nixos-"
+# How long a cancelled importd transfer may take to end.
+CANCEL_SECONDS = 60
 CHUNK_SIZE = 1 << 20
 SUMS_MAX_BYTES = 1 << 20
 USER_AGENT = "nspawn.nixos (Ansible collection)"
@@ -119,18 +123,24 @@ def expected_from_sums(text, filename, sums_url=""):
                         url=redact_url(sums_url))
 
 
+def temp_prefix(name):
+    return TEMP_PREFIX + name + "@"
+
+
 def url_basename(url):
     return unquote(posixpath.basename(urlsplit(url).path))
 
 
 @contextlib.contextmanager
 def interruptible():
-    """Turn SIGTERM/SIGHUP into an exception so that the finally blocks remove partial files."""
+    """Turn SIGINT/SIGTERM/SIGHUP into Interrupted, once: the clean-up that follows is not interrupted again."""
     def handler(signum, frame):
-        raise DownloadError("Interrupted by signal %d; the partial download was removed" % signum)
+        for other in previous:
+            signal.signal(other, signal.SIG_IGN)
+        raise Interrupted(signum)
 
     previous = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             previous[signum] = signal.signal(signum, handler)
         except (ValueError, OSError):  # not the main thread
@@ -168,6 +178,9 @@ class ImageBackend(Backend):
         mc.probe_version()  # first, so that check mode runs the same reads as a real run
         image = mc.show_image(name)
         origin = read_origin(name)
+        pending = read_json(pending_path(name))
+        if pending is not None:
+            image, origin = self._recover(mc, name, image, origin, pending)
         if params["state"] == "absent":
             self._absent(mc, name, image)
         else:
@@ -184,7 +197,7 @@ class ImageBackend(Backend):
             plan.append("remove")
         if os.path.lexists(origin_path(name)) or os.path.lexists(nixpkgs_record_path(name)):
             plan.append("remove_origin")
-        self.result.update(changed=bool(plan), image=None, origin=None, drift={})
+        self.result.update(changed=bool(plan) or "recover" in self.actions, image=None, origin=None, drift={})
         self.set_diff(dict(state="absent" if image is None else "present"), dict(state="absent"))
         if self.module.check_mode:
             self.actions.extend(plan)
@@ -247,7 +260,8 @@ class ImageBackend(Backend):
         if export_to:
             before["exported"], after["exported"] = exported, True
         self.set_diff(before, after)
-        self.result.update(changed=bool(plan), drift=drift, origin=origin, sha256=(origin or {}).get("sha256"))
+        self.result.update(changed=bool(plan) or "recover" in self.actions, drift=drift, origin=origin,
+                           sha256=(origin or {}).get("sha256"))
 
         if self.module.check_mode:
             self.actions.extend(_expand(plan))
@@ -296,25 +310,129 @@ class ImageBackend(Backend):
         return "download"
 
     def _acquire(self, mc, name, url, checksum, how, requested, replace=False):
+        """Fetch and import, with a pending record from before the transfer starts until the origin is recorded.
+        Whatever stops it (a failure, SIGINT/SIGTERM/SIGHUP) ends in one of two states: the image complete with
+        its origin recorded, or no trace of the transfer (importd's cancelled, partial files removed)."""
         verify = self.module.params["verify"]
-        sha256 = None
-        if how == "pull":
-            self.actions.append("pull")
-            self._pull(mc, name, url, verify)
-        else:
-            sha256 = self._download_import(mc, name, url, checksum, replace)
-            verify = "sha256" if checksum or verify == "checksum" else "no"
-        if not checksum and verify == "no":
-            self.module.warn("image %s from %s is not verified%s" % (
-                name, redact_url(url),
-                "; its sha256 is %s: pin it with checksum: sha256:%s" % (sha256, sha256) if sha256 else
-                ": give checksum: sha256:<hex> (or verify: checksum where the server publishes SHA256SUMS)"))
-        self._record(name, url, requested, sha256 or requested["sha256"], how, verify)
+        pending = dict(name=name, url=requested["url"], checksum=requested["checksum"], sha256=requested["sha256"],
+                       method=how, verify=verify, kind=image_kind(url))
+        if how == "download":
+            pending["verify"] = "sha256" if checksum or verify == "checksum" else "no"
+        try:
+            with interruptible():
+                if how == "pull":
+                    self._pending(pending, "pull")
+                    self.actions.append("pull")
+                    self._pull(mc, name, url, verify)
+                    sha256 = None
+                else:
+                    sha256 = self._download_import(mc, name, url, checksum, replace, pending)
+                    verify = pending["verify"]
+                if not checksum and verify == "no":
+                    self.module.warn("image %s from %s is not verified%s" % (
+                        name, redact_url(url),
+                        "; its sha256 is %s: pin it with checksum: sha256:%s" % (sha256, sha256) if sha256 else
+                        ": give checksum: sha256:<hex> (or verify: checksum where the server publishes SHA256SUMS)"))
+                self._record(name, url, requested, sha256 or requested["sha256"], how, verify)
+                remove_file(pending_path(name))
+        except ModuleFailure:
+            # The command that failed has ended, and with it any transfer it started (machinectl and importctl
+            # wait for their transfer): what is left are the module's own partial files and the pending record.
+            self._remove_leftovers(name)
+            raise
+        except (IOError, OSError):
+            # A file operation of the module (no command runs): after an import, the pending record stays for the
+            # next run to record the image by (_recover), as the record could not be written now.
+            stage = (read_json(pending_path(name)) or {}).get("stage")
+            self._remove_leftovers(name, keep_pending=stage in ("pull", "import"))
+            raise
+        except BaseException as exc:  # Interrupted, or anything unforeseen: a transfer may still run
+            outcome = self._settle(mc, name)
+            if isinstance(exc, Interrupted):
+                raise ModuleFailure("Interrupted by signal %d while fetching image %s: %s" % (exc.signum, name, outcome),
+                                    signal=exc.signum)
+            raise
 
-    def _record(self, name, url, requested, sha256, how, verify):
+    def _pending(self, pending, stage):
+        """Record what is being fetched, and how far: "download" (an old image is still there), "pull" or
+        "import" (an image of NAME that appears from here on is this transfer's)."""
+        pending["stage"] = stage
+        write_json_atomic(self.module, pending_path(pending["name"]), pending)
+
+    def _settle(self, mc, name):
+        """After a fetch stopped early: end the command and importd's transfer it started, then record the
+        image if it is complete, or remove every trace of the transfer. Returns what it did, for the message."""
+        self.runner.stop_child()
+        try:
+            pending = read_json(pending_path(name))
+            if pending is not None and pending.get("stage") in ("pull", "import"):
+                self._cancel_transfers(mc, name)
+            if pending is not None and pending.get("stage") in ("pull", "import") and mc.show_image(name) is not None:
+                self._record_pending(pending)
+                return "the image was complete and its origin is recorded"
+            self._remove_leftovers(name)
+            return "nothing of the transfer was left (no partial image, no importd transfer, no pending record)"
+        except (ModuleFailure, IOError, OSError) as exc:
+            return "cleaning up after it failed too: %s" % getattr(exc, "msg", exc)
+
+    def _cancel_transfers(self, mc, name):
+        """Cancel importd's transfers into NAME (there is none without importd)."""
+        if mc.importd_available() and mc.cancel_transfers(name, CANCEL_SECONDS):
+            self.actions.append("cancel_transfer")
+
+    def _remove_leftovers(self, name, keep_pending=False):
+        """The partial files of NAME's transfers (the module's own) and its pending record."""
+        prefix = temp_prefix(name)
+        if os.path.isdir(IMAGE_STORE):
+            for entry in os.listdir(IMAGE_STORE):
+                if entry.startswith(prefix):
+                    path = os.path.join(IMAGE_STORE, entry)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
+        if not keep_pending:
+            remove_file(pending_path(name))
+
+    def _record_pending(self, pending):
+        """Record the origin a pending record describes: its transfer completed, the run did not."""
+        requested = dict(url=pending.get("url"), checksum=pending.get("checksum"), sha256=pending.get("sha256"))
+        url = pending.get("url") or ""
+        self._record(pending["name"], url, requested, pending.get("sha256"), pending.get("method"), pending.get("verify"),
+                     kind=pending.get("kind"))
+        remove_file(pending_path(pending["name"]))
+
+    def _recover(self, mc, name, image, origin, pending):
+        """A pending record at the start: an earlier run was killed while fetching NAME (SIGKILL, a lost host).
+        Its transfer is cancelled, and its image recorded when it had completed, or its traces removed.
+        In check mode, the outcome is predicted. Returns the (image, origin) the run goes on from."""
+        self.actions.append("recover")
+        transfers = [t for t in mc.list_transfers() if t["local"] == name] if mc.importd_available() else []
+        complete = image is not None and not transfers and pending.get("stage") in ("pull", "import")
+        if self.module.check_mode:  # the actions a real run reports, and the state it goes on from
+            if transfers:
+                self.actions.append("cancel_transfer")
+            if complete:
+                self.actions.append("record_origin")
+                origin = dict(pending, time=None)
+                origin.pop("stage", None)
+            return image, origin
+        self._cancel_transfers(mc, name)
+        image = mc.show_image(name)
+        if image is not None and pending.get("stage") in ("pull", "import"):
+            self._record_pending(pending)
+            self.module.warn("an earlier run was interrupted while fetching image %s, after the image was complete: its "
+                             "origin is recorded now from that run's request (%s)" % (name, pending.get("url")))
+            return image, read_origin(name)
+        self._remove_leftovers(name)
+        self.module.warn("an earlier run was interrupted while fetching image %s: its unfinished transfer was cancelled "
+                         "and its partial files removed" % name)
+        return image, origin
+
+    def _record(self, name, url, requested, sha256, how, verify, kind=None):
         """Write the origin record. method "adopt": an existing image taken as the request's, not fetched or verified."""
         origin = dict(name=name, url=requested["url"], checksum=requested["checksum"], sha256=sha256,
-                      method=how, verify=verify, kind=image_kind(url),
+                      method=how, verify=verify, kind=kind or image_kind(url),
                       time=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat())
         self.actions.append("record_origin")
         write_json_atomic(self.module, origin_path(name), origin)
@@ -336,7 +454,7 @@ class ImageBackend(Backend):
                 exc.msg += "; the last lines of systemd-importd's journal:\n" + redact_text(out.strip())
             raise
 
-    def _download_import(self, mc, name, url, checksum, replace):
+    def _download_import(self, mc, name, url, checksum, replace, pending):
         timeout = self.module.params["timeout"]
         sums_url = expected = None
         if checksum:
@@ -346,28 +464,30 @@ class ImageBackend(Backend):
             sums_url = urlunsplit(parts._replace(path=posixpath.dirname(parts.path) + "/SHA256SUMS", query="", fragment=""))
         if not os.path.isdir(IMAGE_STORE):
             os.makedirs(IMAGE_STORE, 0o700)
-        with interruptible():
-            if sums_url:
-                expected = expected_from_sums(fetch_text(sums_url, timeout), url_basename(url), sums_url)
-            fd, part = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=IMAGE_STORE)
-            try:
-                self.actions.append("download")
-                with os.fdopen(fd, "wb") as handle:
-                    sha256, dummy = download(url, handle, timeout)
-                if expected and sha256 != expected:
-                    raise DownloadError("Checksum mismatch for %s: expected sha256 %s, got %s; the download was discarded"
-                                        % (redact_url(url), expected, sha256), url=redact_url(url), sha256=sha256)
-                if replace:
-                    self.actions.append("remove")
-                    mc.remove(name)
-                self.actions.append("import")
-                kind = image_kind(url)
-                if mc.importd_available():
-                    self.runner.run(mc.import_argv(kind, part, name), msg="Importing the download of %s as %s failed" % (redact_url(url), name))
-                else:
-                    self._unpack(part, name, kind)
-            finally:
-                remove_file(part)
+        self._pending(pending, "download")
+        if sums_url:
+            expected = expected_from_sums(fetch_text(sums_url, timeout), url_basename(url), sums_url)
+        fd, part = tempfile.mkstemp(prefix=temp_prefix(name), suffix=".part", dir=IMAGE_STORE)
+        try:
+            self.actions.append("download")
+            with os.fdopen(fd, "wb") as handle:
+                sha256, dummy = download(url, handle, timeout)
+            if expected and sha256 != expected:
+                raise DownloadError("Checksum mismatch for %s: expected sha256 %s, got %s; the download was discarded"
+                                    % (redact_url(url), expected, sha256), url=redact_url(url), sha256=sha256)
+            if replace:
+                self.actions.append("remove")
+                mc.remove(name)
+            pending["sha256"] = sha256 if pending["verify"] == "sha256" else pending["sha256"]
+            self._pending(pending, "import")
+            self.actions.append("import")
+            kind = image_kind(url)
+            if mc.importd_available():
+                self.runner.run(mc.import_argv(kind, part, name), msg="Importing the download of %s as %s failed" % (redact_url(url), name))
+            else:
+                self._unpack(part, name, kind)
+        finally:
+            remove_file(part)
         return sha256
 
     def _unpack(self, part, name, kind):
@@ -378,7 +498,7 @@ class ImageBackend(Backend):
         if kind == "raw":
             os.rename(part, dest)
             return
-        tree = tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".d", dir=IMAGE_STORE)
+        tree = tempfile.mkdtemp(prefix=temp_prefix(name), suffix=".d", dir=IMAGE_STORE)
         try:
             os.chmod(tree, 0o755)
             self.runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", part, "-C", tree],

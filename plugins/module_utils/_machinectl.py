@@ -127,6 +127,24 @@ def parse_image_list(text):
     return images
 
 
+def parse_transfer_list(text):
+    """The rows of `machinectl list-transfers` / `importctl list-transfers` as dicts of the ID, TYPE,
+    LOCAL and REMOTE columns (lower-case keys); [] for "No transfers." or an empty table."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = next((index for index, line in enumerate(lines) if line.split()[:1] == ["ID"]), None)
+    if header is None:
+        return []
+    columns = [column.lower() for column in lines[header].split()]
+    rows = []
+    for line in lines[header + 1:]:
+        fields = line.split(None, len(columns) - 1)
+        if len(fields) != len(columns) or not fields[0].isdigit():
+            break  # the legend ("1 transfers listed.")
+        row = dict(zip(columns, fields))
+        rows.append(dict(id=int(row["id"]), type=row.get("type"), local=row.get("local"), remote=row.get("remote")))
+    return rows
+
+
 def url_path(url):
     return re.split(r"[?#]", url, maxsplit=1)[0]
 
@@ -310,6 +328,34 @@ class Machinectl(object):
         if self.uses_importctl:
             return ["importctl", verb, "--class=machine", "-q"] + args
         return ["machinectl", verb] + args
+
+    def list_transfers(self):
+        """importd's transfers: [{"id", "type", "local", "remote"}]. Read from the table (neither machinectl
+        nor importctl prints list-transfers as JSON on every version: 252 ignores -o json, 257's importctl
+        has no -o); the columns are found by their headers (252: ID PERCENT TYPE LOCAL REMOTE, 257: ID
+        PROGRESS TYPE CLASS LOCAL REMOTE), and no value of them contains a blank."""
+        tool = "importctl" if self.uses_importctl else "machinectl"
+        dummy, out, dummy_err = self.runner.run([tool, "list-transfers", "--no-pager"], msg="Listing importd's transfers failed")
+        return parse_transfer_list(out)
+
+    def cancel_transfers(self, name, timeout):
+        """Cancel importd's transfers into image `name` and wait until they ended (importd then has removed
+        their temporary copies). Returns the ids cancelled."""
+        tool = "importctl" if self.uses_importctl else "machinectl"
+        deadline = _monotonic() + timeout
+        cancelled = []
+        while True:
+            transfers = [transfer for transfer in self.list_transfers() if transfer["local"] == name]
+            if not transfers:
+                return cancelled
+            for transfer in transfers:
+                if transfer["id"] not in cancelled:
+                    self.runner.run([tool, "cancel-transfer", str(transfer["id"])], check=False)
+                    cancelled.append(transfer["id"])
+            if _monotonic() >= deadline:
+                raise WaitTimeout("importd's transfer %s into %s did not end within %s seconds of its cancellation"
+                                  % (", ".join(str(transfer["id"]) for transfer in transfers), name, timeout))
+            _sleep(POLL_INTERVAL)
 
     def pull_argv(self, url, name, verify):
         kind = image_kind(url)

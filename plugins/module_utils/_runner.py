@@ -53,18 +53,47 @@ class CommandError(ModuleFailure):
         return self.details["rc"]
 
 
+class Interrupted(BaseException):
+    """A signal (SIGINT, SIGTERM, SIGHUP) arrived while the module changed something.
+
+    A BaseException, like KeyboardInterrupt: AnsibleModule.run_command turns every Exception
+    raised while it waits for a command into fail_json, which would skip the clean-up."""
+
+    def __init__(self, signum):
+        super(Interrupted, self).__init__(signum)
+        self.signum = signum
+
+
 class Runner(object):
     """Runs argv lists; history holds every argv in order (tests assert on it)."""
 
     def __init__(self, module):
         self.module = module
         self.history = []
+        self.child = None  # the command running now (subprocess.Popen), for stop_child()
+
+    def _started(self, process):
+        self.child = process
+
+    def stop_child(self, grace=5):
+        """End the command that was running when a signal interrupted run(): SIGTERM, then SIGKILL."""
+        child, self.child = self.child, None
+        if child is None or child.poll() is not None:
+            return
+        child.terminate()
+        try:
+            child.wait(grace)
+        except Exception:  # subprocess.TimeoutExpired
+            child.kill()
+            child.wait()
 
     def run(self, argv, check=True, msg=None):
         """Run argv; with check, a non-zero exit raises CommandError. Returns (rc, out, err)."""
         argv = [str(arg) for arg in argv]
         self.history.append(argv)
-        rc, out, err = self.module.run_command(argv, check_rc=False, environ_update=dict(COMMAND_ENV))
+        rc, out, err = self.module.run_command(argv, check_rc=False, environ_update=dict(COMMAND_ENV),
+                                               before_communicate_callback=self._started)
+        self.child = None
         if check and rc != 0:
             raise CommandError(
                 "%s (rc=%s): %s" % (msg or "Command failed", rc, (err or out or "").strip()[-2000:]),

@@ -157,6 +157,16 @@ def origin_path(name):
     return os.path.join(ORIGIN_DIR, "%s.json" % name)
 
 
+# What nspawn_image is fetching right now, written before a transfer starts and removed when its origin
+# is recorded or the transfer is cancelled and cleaned. One left behind (the module was killed with
+# SIGKILL, the host lost power) tells the next run what the unrecorded image or transfer of NAME is.
+PENDING_DIR = "/var/lib/nspawn-nixos/pending"
+
+
+def pending_path(name):
+    return os.path.join(PENDING_DIR, "%s.json" % name)
+
+
 def read_origin(name):
     return read_json(origin_path(name))
 

@@ -21,6 +21,12 @@ description:
     checks its sha256, and only then imports it (C(importctl import-tar --class=machine), C(machinectl import-tar), or
     without importd C(tar) into a temporary directory that is renamed into place). A failed, interrupted or
     mismatching download leaves no image and no partial file.
+  - B(Interrupted transfers) end whole. Before a transfer starts the module writes a pending record
+    (C(/var/lib/nspawn-nixos/pending/NAME.json)). On SIGINT, SIGTERM or SIGHUP it cancels importd's transfer into
+    NAME (C(machinectl) and C(importctl) only detach on Ctrl-C, importd goes on), then records the image if it was
+    complete, or removes every trace of the transfer. When the module cannot act (SIGKILL, for example the
+    C(async) timeout, or a lost host), the next run of the module for NAME finds the pending record, cancels a
+    transfer still running and records the complete image or cleans up (action V(recover), with a warning).
   - The origin record is C(/var/lib/nspawn-nixos/origin/NAME.json) (url with any password removed, sha256, method, time).
   - Upstream NixOS images (U(https://github.com/tfc/nspawn-nixos/releases)) publish no C(SHA256SUMS) and no signature,
     so pin their sha256 with O(checksum); without one the module warns that the image is unverified and, when it
@@ -161,7 +167,9 @@ RETURN = r"""
 actions:
   description:
     - What the module did, in order (in check mode, what it would do); empty when nothing changed.
-    - V(pull), V(download), V(import), V(record_origin), V(remove), V(remove_origin), V(export).
+    - V(pull), V(download), V(import), V(record_origin), V(remove), V(remove_origin), V(export);
+      V(recover) (an earlier run's interrupted transfer was settled first) and V(cancel_transfer) (importd's
+      transfer into the image was cancelled).
   returned: always
   type: list
   elements: str

@@ -1,6 +1,6 @@
 """One lab host: a Debian root file system booted with systemd as PID 1 in systemd-nspawn.
 
-How a host runs (measured in shared/reference/lab-probe, on a machine whose PID 1 is not
+How a host runs (tests/lab/README.md, "How a host runs" and "Measured here", on a machine whose PID 1 is not
 systemd): its root is a private overlay (or copy) of a cached rootfs; `scripts/supervise`
 starts `systemd-nspawn --boot --register=no --keep-unit --private-network
 --console=read-only` in a new session, inside the host's own cgroup folder (see

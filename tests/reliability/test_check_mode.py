@@ -7,6 +7,7 @@ that is not there yet, so the role stands in for them under their own names; thi
 those stand-ins to the real tasks.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import yaml
 from runner import CHECKOUT, OUTPUT_DIR
 
 SCENARIOS = ("default", "controller_image", "absent")
+REPORT = OUTPUT_DIR / "reliability-check-mode.json"
 
 
 def scenario_plays(scenario, step="converge"):
@@ -47,6 +49,17 @@ def succeeded(run, what):
 
 def changed_tasks(result, host):
     return [record["task"] for record in result.tasks if record["host"] == host and record["status"] == "changed"]
+
+
+def _record(scenario, host, predicted, done):
+    """The changed-task lists of check mode and of the real run, by scenario and host, in REPORT."""
+    try:
+        data = json.loads(REPORT.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault(scenario, {})[host] = {"check": predicted, "real": done}
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -82,5 +95,6 @@ def test_check_mode_on_a_fresh_host_predicts_the_real_run(scenario, lab, ansible
             assert predicted == done, "%s on %s: check mode said %s, the real run changed %s" % (scenario, host, predicted, done)
             assert done, "%s on %s: the real run changed nothing" % (scenario, host)
             print("%s on %s: %d changed tasks, predicted exactly: %s" % (scenario, host, len(done), done))
+            _record(scenario, host, predicted, done)
     finally:
         succeeded(ansible_runner.playbook(removal(converge), extra_vars=lab_vars), "remove the sidecar")

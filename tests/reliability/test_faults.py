@@ -25,8 +25,10 @@ SUITE = "faults"
 IMAGE_NAME = "flt-img"
 NOBOOT_NAME = "flt-noboot"
 SIDECAR_NAME = "flt-sidecar"
-# Whatever a run that waited for another one's lock says (nspawn.nixos's per-machine lock).
-LOCK_MESSAGE = re.compile(r"lock|another run|held by", re.IGNORECASE)
+# What a run says that gave up waiting for another one's lock (_lock.MachineLock.acquire: "lock_timeout: machine
+# NAME is being changed by another task (HOLDER) and it still held the lock PATH after N s"). Word-bounded, so
+# that "block" or "unlocked" do not pass for it.
+LOCK_MESSAGE = re.compile(r"\block_timeout: machine \S+ is being changed by another task\b.*\bheld the lock\b")
 
 _RUNS = {}
 

@@ -14,6 +14,7 @@ import signal
 
 import pytest
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import Interrupted
 from ansible_collections.nspawn.nixos.plugins.module_utils._image import (
     DownloadError, download, expected_from_sums, fetch_text, interruptible, url_basename,
 )
@@ -108,9 +109,23 @@ def test_url_basename():
     assert url_basename("https://x/dl/nixos%20image.tar.xz?raw=1#f") == "nixos image.tar.xz"
 
 
-def test_interruptible_turns_sigterm_into_an_error():
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(DownloadError, match="Interrupted by signal 15"):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_interruptible_turns_a_signal_into_interrupted_once(signum):
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with pytest.raises(Interrupted) as exc:
         with interruptible():
-            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next statement
-    assert signal.getsignal(signal.SIGTERM) == before
+            os.kill(os.getpid(), signum)  # the handler runs before the next statement
+    assert exc.value.signum == signum
+    # not an Exception: AnsibleModule.run_command would turn it into fail_json and skip the clean-up
+    assert not isinstance(exc.value, Exception)
+    assert {number: signal.getsignal(number) for number in before} == before
+
+
+def test_interruptible_ignores_a_second_signal_during_the_clean_up():
+    with pytest.raises(Interrupted):
+        with interruptible():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                os.kill(os.getpid(), signal.SIGINT)  # ignored: the clean-up goes on
+                os.kill(os.getpid(), signal.SIGHUP)

@@ -10,6 +10,7 @@ import pytest
 from ansible_collections.nspawn.nixos.plugins.module_utils import _machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
     Machinectl, export_kind, image_kind, parse_image_list, parse_machine_list, parse_properties, parse_systemd_version,
+    parse_transfer_list,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, Runner
 
@@ -23,7 +24,7 @@ class FakeModule(object):
         self.calls = []
         self.envs = []
 
-    def run_command(self, argv, check_rc=False, environ_update=None):
+    def run_command(self, argv, check_rc=False, environ_update=None, before_communicate_callback=None):
         self.calls.append(argv)
         self.envs.append(environ_update)
         rc, out, err = self.script.pop(0)
@@ -316,3 +317,29 @@ def test_show_of_a_vanishing_machine_asks_again(clock):
     module, mc = make([(1, "", "Could not get properties: Invalid request descriptor\n")])
     with pytest.raises(CommandError, match="show-image nixos failed"):
         mc.show_image("nixos")  # images: not retried, an error
+
+
+# list-transfers as systemd 252's machinectl and 257's importctl print it (seen on the lab hosts); 252
+# prints this table even with -o json, 257's importctl has no -o.
+TRANSFERS_252 = """ID PERCENT TYPE     LOCAL REMOTE
+ 1     n/a pull-tar slowt http://127.0.0.1:8080/slow/nixos-fixture-x86_64-linux.tar.gz
+
+1 transfers listed.
+"""
+TRANSFERS_257 = """ID PROGRESS TYPE       CLASS   LOCAL REMOTE
+ 1       8% pull-tar   machine slowt http://127.0.0.1:8080/slow/nixos-fixture-x86_64-linux.tar.gz
+12      41% import-tar machine nixos /var/lib/machines/.nspawn-nixos-nixos@x.part
+
+2 transfers listed.
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (TRANSFERS_252, [dict(id=1, type="pull-tar", local="slowt", remote="http://127.0.0.1:8080/slow/nixos-fixture-x86_64-linux.tar.gz")]),
+    (TRANSFERS_257, [dict(id=1, type="pull-tar", local="slowt", remote="http://127.0.0.1:8080/slow/nixos-fixture-x86_64-linux.tar.gz"),
+                     dict(id=12, type="import-tar", local="nixos", remote="/var/lib/machines/.nspawn-nixos-nixos@x.part")]),
+    ("No transfers.\n", []),
+    ("", []),
+])
+def test_parse_transfer_list(text, expected):
+    assert parse_transfer_list(text) == expected

@@ -16,7 +16,7 @@ class Module(object):
         self.seen = []
         self.failed = None
 
-    def run_command(self, args, check_rc=False, environ_update=None):
+    def run_command(self, args, check_rc=False, environ_update=None, before_communicate_callback=None):
         self.seen.append((args, check_rc, environ_update))
         return self.answer
 

@@ -47,6 +47,8 @@ READ_ONLY = (
     ("machinectl", "show-image"),
     ("machinectl", "list"),
     ("machinectl", "list-images"),
+    ("machinectl", "list-transfers"),
+    ("importctl", "list-transfers"),
     ("journalctl",),
     ("systemd-run",),  # is-system-running inside the machine, nix-instantiate --parse
     ("nix-instantiate",),
@@ -182,6 +184,8 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
         if "effect" in entry:
             apply_effect(entry["effect"], args)
         check_data(entry, kwargs.get("data"))
+        if "signal" in entry:  # as a signal arriving while the command runs: the module's handler raises here
+            os.kill(os.getpid(), entry["signal"])
         if entry.get("execute"):
             return execute(args, kwargs.get("data"), entry["execute"])
         return entry.get("rc", 0), entry.get("out", ""), entry.get("err", "")
@@ -208,6 +212,7 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
             mock.patch.object(_machinectl, "_sleep", clock.sleep), \
             mock.patch.object(_util, "ORIGIN_DIR", str(origin_dir)), \
             mock.patch.object(_util, "NIXPKGS_RECORD_DIR", str(tmp_path / "nixpkgs-records")), \
+            mock.patch.object(_util, "PENDING_DIR", str(tmp_path / "pending")), \
             mock.patch.object(_util, "NSPAWN_DIR", str(nspawn_dir)), \
             mock.patch.object(_lock, "LOCK_DIR", str(tmp_path) + "-locks"), \
             mock.patch.object(_image, "IMAGE_STORE", str(store)), \

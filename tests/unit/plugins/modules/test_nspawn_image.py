@@ -58,6 +58,12 @@ def test_case(case, tmp_path, image_server):
             assert result["origin"] == record
     if case.get("no_origin"):
         assert not origin_file.exists()
+    pending_file = tmp_path / "pending" / "nixos.json"
+    if "pending_left" in case:  # the stage of the pending record left for the next run, or null for none
+        stage = json.loads(pending_file.read_text())["stage"] if pending_file.exists() else None
+        assert stage == case["pending_left"], "pending record: %r" % stage
+    elif not outcome.failed:
+        assert not pending_file.exists(), "a successful run left its pending record"
     if case.get("secret"):
         everything = json.dumps(result) + json.dumps(outcome.warnings)
         if origin_file.exists():
@@ -82,7 +88,8 @@ def test_check_mode_predicts_changed(case, tmp_path, image_server):
     dummy, check = _run(case, tmp_path, image_server, check_mode=True, commands=check_mode_commands(case))
     assert not check.failed, check.result.get("msg")
     assert check.mutating_calls == []
-    assert os.listdir(tmp_path / "machines") == []
+    given = sorted(path.split("/", 1)[1] for path in case.get("files") or {} if path.startswith("{store}/"))
+    assert sorted(os.listdir(tmp_path / "machines")) == given
     assert (tmp_path / "origin" / "nixos.json").exists() == bool(case.get("origin_records"))
     dummy, real = _run(case, tmp_path, image_server)
     assert not real.failed, real.result.get("msg")
@@ -117,7 +124,11 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, image_server, mon
 def test_file_operation_failure_is_reported_with_actions(tmp_path, image_server, monkeypatch):
     from ansible_collections.nspawn.nixos.plugins.module_utils import _image
 
-    def no_space(*args, **kwargs):
+    write_json_atomic = _image.write_json_atomic
+
+    def no_space(module, path, data, **kwargs):
+        if "/origin/" not in path:  # the pending record is written, the origin record is not
+            return write_json_atomic(module, path, data, **kwargs)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_image, "write_json_atomic", no_space)
@@ -131,3 +142,5 @@ def test_file_operation_failure_is_reported_with_actions(tmp_path, image_server,
     assert outcome.result["msg"] == "OSError: [Errno 28] No space left on device"
     assert outcome.result["actions"] == ["pull", "record_origin"]
     assert "Traceback" in outcome.result["exception"]
+    # The image is there without its record: the pending record stays, so that the next run records it.
+    assert json.loads((tmp_path / "pending" / "nixos.json").read_text())["stage"] == "pull"

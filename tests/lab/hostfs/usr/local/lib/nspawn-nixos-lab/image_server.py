@@ -14,6 +14,9 @@ path prefix:
     /corrupt/FILE   the whole file, same length and validators, with 64 KiB of zeros
                     written over the middle of the body (a damaged tarball: its
                     compression's checksum fails, and so does any sha256 pin).
+    /slow/FILE      the whole file, same length and validators, sent at SLOW_RATE bytes
+                    a second (a slow mirror: long enough for a test to interrupt a
+                    transfer in the middle). The first chunk is logged as "slow start".
 
 Every request is logged to stderr (the journal of nspawn-nixos-lab-images.service), so
 tests can tell whether a download happened; every body sent is logged as
@@ -29,10 +32,13 @@ import posixpath
 import shutil
 import socket
 import sys
+import time
 import urllib.parse
 
-FAULT_MODES = ("cut", "noetag", "corrupt")
+FAULT_MODES = ("cut", "noetag", "corrupt", "slow")
 CORRUPT_BYTES = 64 * 1024
+SLOW_RATE = 4 * 1024 * 1024
+SLOW_CHUNK = 256 * 1024
 CONTENT_TYPES = {
     ".xz": "application/x-xz",
     ".gz": "application/gzip",
@@ -87,6 +93,8 @@ class ImageRequestHandler(http.server.BaseHTTPRequestHandler):
                 self.send_part_and_hang_up(source, stat.st_size // 2)
             elif mode == "corrupt":
                 self.send_corrupted(source, stat.st_size)
+            elif mode == "slow":
+                self.send_slowly(source, stat.st_size)
             else:
                 shutil.copyfileobj(source, self.wfile, 1024 * 1024)
                 self.log_message("sent %d body bytes of %s", stat.st_size, self.path)
@@ -115,6 +123,24 @@ class ImageRequestHandler(http.server.BaseHTTPRequestHandler):
         source.seek(start + length)
         shutil.copyfileobj(source, self.wfile, 1024 * 1024)
         self.log_message("sent %d body bytes of %s (%d bytes zeroed at %d)", size, self.path, length, start)
+
+    def send_slowly(self, source, size):
+        """Send the file at SLOW_RATE bytes a second, in SLOW_CHUNK pieces."""
+        self.log_message("slow start of %s (%d bytes at %d bytes/s)", self.path, size, SLOW_RATE)
+        sent = 0
+        try:
+            while True:
+                chunk = source.read(SLOW_CHUNK)
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                sent += len(chunk)
+                time.sleep(len(chunk) / SLOW_RATE)
+        except OSError as exc:  # the client went away (an interrupted transfer)
+            self.close_connection = True
+            self.log_message("sent %d body bytes of %s, then the client went away (%s)", sent, self.path, exc)
+            return
+        self.log_message("sent %d body bytes of %s", sent, self.path)
 
     def if_none_match(self):
         """The ETags listed in the request's If-None-Match header."""
