@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 
-class ModuleDocFragment(object):
+class ModuleDocFragment:
 
     # Every module of the collection: full check mode and diff mode, POSIX targets with systemd.
     DOCUMENTATION = r"""

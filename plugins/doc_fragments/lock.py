@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 
-class ModuleDocFragment(object):
+class ModuleDocFragment:
 
     # The per-machine lock of the modules that change a machine, its image, settings or configuration.
     DOCUMENTATION = r"""

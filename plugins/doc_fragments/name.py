@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 
-class ModuleDocFragment(object):
+class ModuleDocFragment:
 
     # The machine (and image) name option shared by the modules.
     DOCUMENTATION = r"""

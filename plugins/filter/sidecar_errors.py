@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._nix import NixValueError, render_module
-from ansible_collections.nspawn.nixos.plugins.module_utils._nixos import check_password_hash
 from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import check_reference
 from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import NspawnSettingsError, check_setting, to_values
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
-    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum,
+    check_machine_name, check_password_hash, check_text, check_timeout, check_url, parse_checksum,
 )
 
 

@@ -26,7 +26,7 @@ import json
 import os
 import time
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure
 
 # /run: a tmpfs, so that nothing of a lock survives a reboot of the host.
 LOCK_DIR = "/run/nspawn-nixos/locks"
@@ -37,7 +37,7 @@ _monotonic = time.monotonic
 _sleep = time.sleep
 
 
-class MachineLock(object):
+class MachineLock:
     """flock(2) of LOCK_DIR/NAME.lock; held until the process exits (or release())."""
 
     def __init__(self, name, module_name, exclusive=True):

@@ -16,7 +16,8 @@ import os
 import re
 import time
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import COMMAND_ENV, CommandError, ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError, ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import output_tail
 
 # systemd 256 moved image transfers to importctl; machinectl pull-tar/... still
 # work there but only redirect to it.
@@ -37,11 +38,6 @@ WAIT_INTERVAL = 0.5
 # which the PATH of a systemd-run unit may not include.
 SYSTEMCTL_PATHS = ("/run/current-system/sw/bin/systemctl", "/usr/bin/systemctl", "/bin/systemctl")
 SYSTEM_UP_STATES = ("running", "degraded")
-
-_TAR_RE = re.compile(r"\.(tar|tar\.gz|tgz|tar\.xz|txz|tar\.bz2|tbz2|tar\.zst|tzst)$", re.IGNORECASE)
-_RAW_RE = re.compile(r"\.(raw|img|qcow2)(\.(gz|xz|bz2|zst))?$", re.IGNORECASE)
-# Suffixes importd's export picks a compression from (machinectl(1), importctl(1)).
-_EXPORT_RE = re.compile(r"\.(tar|raw)(\.(gz|xz|bz2))?$")
 
 # Indirection so that unit tests can run the polling loops on a fake clock.
 _monotonic = time.monotonic
@@ -145,22 +141,7 @@ def parse_transfer_list(text):
     return rows
 
 
-def url_path(url):
-    return re.split(r"[?#]", url, maxsplit=1)[0]
-
-
-def image_kind(url_or_path):
-    """'raw' for .raw/.img/.qcow2 (optionally compressed), else 'tar'."""
-    return "raw" if _RAW_RE.search(url_path(url_or_path)) else "tar"
-
-
-def export_kind(path):
-    """'tar' or 'raw' from an export file name, None when importd cannot write that format."""
-    match = _EXPORT_RE.search(path)
-    return match.group(1) if match else None
-
-
-class Machinectl(object):
+class Machinectl:
     """One host's machined and importd, through their command line tools."""
 
     def __init__(self, runner):
@@ -273,7 +254,7 @@ class Machinectl(object):
             if rc == 0:
                 return
             if "Device or resource busy" not in err or _monotonic() >= deadline:
-                raise CommandError("machinectl remove %s failed (rc=%s): %s" % (name, rc, (err or out or "").strip()[-2000:]),
+                raise CommandError("machinectl remove %s failed (rc=%s): %s" % (name, rc, output_tail(out, err)),
                                    ["machinectl", "remove", name], rc, out, err)
             _sleep(POLL_INTERVAL)
 
@@ -357,8 +338,7 @@ class Machinectl(object):
                                   % (", ".join(str(transfer["id"]) for transfer in transfers), name, timeout))
             _sleep(POLL_INTERVAL)
 
-    def pull_argv(self, url, name, verify):
-        kind = image_kind(url)
+    def pull_argv(self, kind, url, name, verify):
         return self._transfer_argv("pull-%s" % kind, [url, name, "--verify=%s" % verify])
 
     def import_argv(self, kind, path, name):
@@ -385,20 +365,9 @@ class Machinectl(object):
             options += ["-p", prop]
         return ["systemd-run", "-M", name, "--wait", "--pipe", "--collect", "-q"] + options + list(argv)
 
-    def run_input(self, argv, data=None, check=True, msg=None):
-        """Runner.run with data (str, sent as it is) on the command's stdin. Returns (rc, out, err)."""
-        argv = [str(arg) for arg in argv]
-        self.runner.history.append(argv)
-        rc, out, err = self.module.run_command(argv, check_rc=False, environ_update=dict(COMMAND_ENV),
-                                               data=data, binary_data=True)
-        if check and rc != 0:
-            raise CommandError("%s (rc=%s): %s" % (msg or "Command failed", rc, (err or out or "").strip()[-2000:]),
-                               argv, rc, out, err)
-        return rc, out, err
-
     def run_inside(self, name, argv, data=None, check=True, msg=None, properties=()):
         """Run argv in the machine (inside_argv), with data on its stdin. Returns (rc, out, err)."""
-        return self.run_input(self.inside_argv(name, argv, properties), data, check, msg)
+        return self.runner.run(self.inside_argv(name, argv, properties), check=check, msg=msg, data=data)
 
 
 def unit_name(name):

@@ -19,8 +19,8 @@ Two pure parts, no I/O:
   command line and read its error (line, column, message).
 
 Editing the imports list of configuration.nix (``ensure_import()``, ``remove_import()``,
-``has_import()``, ``import_path()``) lives in _nix_imports.py; those names are
-importable from here too.
+``has_import()``, ``import_path()``) lives in _nix_imports.py, which builds on the
+names here (identifiers, keywords, errors).
 
 Private module: not a public API.
 """
@@ -31,17 +31,15 @@ import json
 import math
 import re
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._nix_imports import (
-    ID_PATTERN, NIX_KEYWORDS, NixEditError, NixError, ensure_import, has_import, import_path, remove_import,
-)
-
-# The names of this module and the imports-editing ones it re-exports.
 __all__ = (
-    "RAW_MARKER", "MODULE_ARGS", "MODULE_HEADER", "NIX_KEYWORDS", "INT_MIN", "INT_MAX", "NixError", "NixValueError",
+    "RAW_MARKER", "MODULE_ARGS", "MODULE_HEADER", "NIX_KEYWORDS", "ID_PATTERN", "INT_MIN", "INT_MAX", "NixError", "NixValueError",
     "NixEditError", "NixRaw", "is_identifier", "nix_string", "attr_name", "nix_float", "to_nix", "render_module",
-    "import_path", "has_import", "ensure_import", "remove_import", "parse_check_argv", "nix_error",
+    "parse_check_argv", "nix_error",
 )
 
+NIX_KEYWORDS = frozenset(("assert", "else", "if", "in", "inherit", "let", "or", "rec", "then", "with"))
+# An identifier of the Nix lexer (src/libexpr/lexer.l).
+ID_PATTERN = r"[a-zA-Z_][a-zA-Z0-9_'-]*"
 RAW_MARKER = "__nix_raw__"
 MODULE_ARGS = "{ config, pkgs, lib, ... }:"
 MODULE_HEADER = "# Managed by Ansible (nspawn.nixos.nixos_config); local changes will be overwritten."
@@ -56,6 +54,14 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "$"
 _ESCAPE_RE = re.compile(r'["\\\n\r\t]|\$(?=\{)')
 
 
+class NixError(ValueError):
+    """Base class of the errors of _nix and _nix_imports."""
+
+
+class NixEditError(NixError):
+    """configuration.nix cannot be edited safely; the message says how to do it by hand."""
+
+
 class NixValueError(NixError):
     """A value that cannot be written as Nix; ``path`` says where it is in the data."""
 
@@ -65,7 +71,7 @@ class NixValueError(NixError):
         super(NixValueError, self).__init__("%s: %s" % (path or "value", problem))
 
 
-class NixRaw(object):
+class NixRaw:
     """A Nix expression written into the output exactly as given (``pkgs.hello``, ``lib.mkForce true``)."""
 
     __slots__ = ("text",)
@@ -144,7 +150,7 @@ def _is_raw(value):
     return isinstance(value, NixRaw) or (isinstance(value, dict) and RAW_MARKER in value)
 
 
-class _Renderer(object):
+class _Renderer:
     """Renders one value; ``indent`` is the number of spaces per nesting level."""
 
     def __init__(self, indent):

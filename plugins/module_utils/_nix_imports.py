@@ -19,10 +19,10 @@ from __future__ import annotations
 import posixpath
 import re
 
-NIX_KEYWORDS = frozenset(("assert", "else", "if", "in", "inherit", "let", "or", "rec", "then", "with"))
+from ansible_collections.nspawn.nixos.plugins.module_utils._nix import ID_PATTERN, NIX_KEYWORDS, NixEditError
+
 
 # Token shapes of the Nix lexer (src/libexpr/lexer.l), enough to find the structure of a file.
-ID_PATTERN = r"[a-zA-Z_][a-zA-Z0-9_'-]*"
 _PATH_CHAR = r"[a-zA-Z0-9._+-]"
 _TOKEN_RES = (
     ("id", re.compile(ID_PATTERN)),
@@ -37,24 +37,16 @@ _OPERATORS = ("...", "==", "!=", "<=", ">=", "&&", "||", "->", "//", "++")
 _CLOSERS = {"}": ("{", "${"), "]": ("[",), ")": ("(",)}
 
 
-class NixError(ValueError):
-    """Base class of the errors of _nix and _nix_imports."""
-
-
-class NixEditError(NixError):
-    """configuration.nix cannot be edited safely; the message says how to do it by hand."""
-
-
 # --- tokenizer ---------------------------------------------------------------------------
 
-class _Token(object):
+class _Token:
     __slots__ = ("kind", "text", "start", "end")
 
     def __init__(self, kind, text, start, end):
         self.kind, self.text, self.start, self.end = kind, text, start, end
 
 
-class _Scanner(object):
+class _Scanner:
     """Splits Nix source into tokens; strings (with their interpolations) and comments are one token each."""
 
     def __init__(self, text):
@@ -164,7 +156,7 @@ class _Scanner(object):
 _OPENERS = ("{", "${", "[", "(")
 
 
-class _Module(object):
+class _Module:
     """A NixOS module's source: tokens, its body attribute set and its ``imports = [ ... ];``.
 
     ``body`` and ``imports_list`` are (open, close) indexes into ``tokens``; ``binding`` is

@@ -22,8 +22,8 @@ import json
 import posixpath
 import re
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError
 
 IMAGE = "image"
 UNMANAGED = "unmanaged"
@@ -40,12 +40,13 @@ _PATH = re.compile(r"^path:(/[^\s?#]*)$")
 REF_FORMS = ("image, unmanaged, github:OWNER/REPO/REVISION (or a branch), a tarball URL (https://, http://, file://), "
              "git+https://URL?rev=REVISION, or path:/nix/store/...")
 
+# Where NixOS keeps its tools, for the `sh -c` scripts the collection runs in a machine (not a login
+# shell, whose profile could print to stdout, which some of them return).
+TOOL_PATH = "PATH=/run/current-system/sw/bin:/usr/bin:/bin; "
+
 # The lock computed in a scratch copy of /etc/nixos inside the machine; nothing in /etc/nixos changes.
-# Positional parameters: the extra arguments of `nix flake lock`. Run with `sh -c` and NixOS's tool path (not a
-# login shell, whose profile could print to stdout, which is the lock).
-LOCK_SCRIPT = r"""set -eu
-PATH=/run/current-system/sw/bin:/usr/bin:/bin
-export PATH
+# Positional parameters: the extra arguments of `nix flake lock`.
+LOCK_SCRIPT = TOOL_PATH + r"""export PATH; set -eu
 tmp=$(mktemp -d /tmp/nspawn-nixos-lock.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 cp /etc/nixos/flake.nix "$tmp/flake.nix"

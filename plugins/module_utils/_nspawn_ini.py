@@ -89,7 +89,7 @@ class NspawnSettingsError(ValueError):
     """A section, key or value that cannot go into a .nspawn file; the message names it."""
 
 
-class _Entry(object):
+class _Entry:
     """One logical line: its exact text (physical lines with their endings) and what it means."""
 
     __slots__ = ("kind", "raw", "section", "key", "value")
@@ -313,7 +313,7 @@ def check_setting(section, key, values, systemd_version=None):
     return spec
 
 
-class NspawnFile(object):
+class NspawnFile:
     """A parsed .nspawn file; ``render()`` of an unedited file is the text it was parsed from."""
 
     def __init__(self, text=""):

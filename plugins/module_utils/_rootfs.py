@@ -27,7 +27,7 @@ import stat
 import time
 import uuid
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure
 
 MAX_READ_BYTES = 16 << 20
 MAX_SYMLINKS = 40
@@ -39,7 +39,7 @@ class UnsafePath(ModuleFailure):
     """A symlink or a special file where the module expects a directory or a regular file."""
 
 
-class MachineDir(object):
+class MachineDir:
     """A directory of a machine's tree (``path`` as seen inside the machine, e.g. /etc/nixos).
 
     Use as a context manager; ``exists`` says whether the directory is there.

@@ -11,7 +11,7 @@ every failure carries msg, cmd, rc, stdout and stderr. Private module.
 
 from __future__ import annotations
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import redact_url
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError
 
 # The C locale keeps the output of systemd tools parseable; no colours, no pager.
 COMMAND_ENV = {
@@ -23,48 +23,12 @@ COMMAND_ENV = {
 }
 
 
-class ModuleFailure(Exception):
-    """A failure the module reports with fail_json: a message plus details (returned keys)."""
-
-    def __init__(self, msg, **details):
-        super(ModuleFailure, self).__init__(msg)
-        self.msg = msg
-        self.details = details
-
-    def result(self):
-        result = dict(self.details)
-        result["msg"] = self.msg
-        return result
+def output_tail(out, err, limit=2000):
+    """The end of what a failed command said (its stderr, else its stdout), for a message."""
+    return (err or out or "").strip()[-limit:]
 
 
-class CommandError(ModuleFailure):
-    """A command that failed: result() holds msg, cmd, rc, stdout and stderr."""
-
-    def __init__(self, msg, cmd=None, rc=None, stdout="", stderr=""):
-        super(CommandError, self).__init__(
-            msg, cmd=[redact_url(arg) for arg in (cmd or [])], rc=rc, stdout=stdout or "", stderr=stderr or "")
-
-    @property
-    def cmd(self):
-        return self.details["cmd"]
-
-    @property
-    def rc(self):
-        return self.details["rc"]
-
-
-class Interrupted(BaseException):
-    """A signal (SIGINT, SIGTERM, SIGHUP) arrived while the module changed something.
-
-    A BaseException, like KeyboardInterrupt: AnsibleModule.run_command turns every Exception
-    raised while it waits for a command into fail_json, which would skip the clean-up."""
-
-    def __init__(self, signum):
-        super(Interrupted, self).__init__(signum)
-        self.signum = signum
-
-
-class Runner(object):
+class Runner:
     """Runs argv lists; history holds every argv in order (tests assert on it)."""
 
     def __init__(self, module):
@@ -87,18 +51,17 @@ class Runner(object):
             child.kill()
             child.wait()
 
-    def run(self, argv, check=True, msg=None):
-        """Run argv; with check, a non-zero exit raises CommandError. Returns (rc, out, err)."""
+    def run(self, argv, check=True, msg=None, data=None):
+        """Run argv (with data, a str sent as it is, on its stdin); with check, a non-zero exit raises
+        CommandError. Returns (rc, out, err)."""
         argv = [str(arg) for arg in argv]
         self.history.append(argv)
+        extra = dict(data=data, binary_data=True) if data is not None else {}
         rc, out, err = self.module.run_command(argv, check_rc=False, environ_update=dict(COMMAND_ENV),
-                                               before_communicate_callback=self._started)
+                                               before_communicate_callback=self._started, **extra)
         self.child = None
         if check and rc != 0:
-            raise CommandError(
-                "%s (rc=%s): %s" % (msg or "Command failed", rc, (err or out or "").strip()[-2000:]),
-                argv, rc, out, err,
-            )
+            raise CommandError("%s (rc=%s): %s" % (msg or "Command failed", rc, output_tail(out, err)), argv, rc, out, err)
         return rc, out, err
 
     def fail(self, error, **extra):

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import re
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_url
 
 SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -24,10 +27,6 @@ MACHINE_NAME_RULE = (
     "do not start or end with '-' or '.', and contain no '..'"
 )
 URL_SCHEMES = ("http", "https", "file")
-
-
-class ValidationError(ValueError):
-    """Bad module input; the message names the option and the rule."""
 
 
 def check_text(value, option):
@@ -83,42 +82,6 @@ def check_url(value, option="url", schemes=URL_SCHEMES):
     return value
 
 
-CHECKSUM_PREFIX = "sha256:"
-# user:password@ (or token@) right after the scheme of a URL anywhere in a text.
-_URL_USERINFO_RE = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
-
-
-def url_password(value):
-    """The password (token) part of a URL - or of a 'sha256:<URL>' checksum - if any, so the caller can mark it no_log."""
-    if value and value.lower().startswith(CHECKSUM_PREFIX):
-        value = value[len(CHECKSUM_PREFIX):]
-    try:
-        return urlsplit(value).password
-    except ValueError:
-        return None
-
-
-def redact_text(text):
-    """Every user:password@ of a URL in a text (a journal line, a command's output) replaced by '********@'."""
-    return _URL_USERINFO_RE.sub(r"\1********@", text) if text else text
-
-
-def redact_url(value):
-    """The URL - or 'sha256:<URL>' checksum - with any user:password@ replaced by '********@' (safe to return and to record)."""
-    if not value or "://" not in value:
-        return value
-    if value.lower().startswith(CHECKSUM_PREFIX):
-        return value[:len(CHECKSUM_PREFIX)] + redact_url(value[len(CHECKSUM_PREFIX):])
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return value
-    if "@" not in parts.netloc:
-        return value
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, "********@" + host, parts.path, parts.query, parts.fragment))
-
-
 def parse_checksum(value, option="checksum"):
     """Parse 'sha256:<64 hex>' or 'sha256:<URL of a SHA256SUMS file>'.
 
@@ -144,4 +107,14 @@ def parse_checksum(value, option="checksum"):
 def check_timeout(value, option="timeout"):
     if value is None or value < 1:
         raise ValidationError("%s: must be a positive number of seconds, got %r" % (option, value))
+    return value
+
+
+_HASH_RE = re.compile(r"^(\$[^\s:]+|![^\s:]*|\*)$")
+
+
+def check_password_hash(value):
+    if not _HASH_RE.match(value or ""):
+        raise ValidationError("root_password_hash: must be a crypt(3) hash such as the output of `mkpasswd -m sha-512` "
+                              "(it starts with $; or ! to lock the account), without blanks or ':'; a plain password is refused")
     return value

@@ -404,7 +404,7 @@ generation:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._nixos import NixosBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.nixos_config import NixosBackend
 
 
 def main():

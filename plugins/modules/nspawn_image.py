@@ -217,7 +217,7 @@ export_to:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._image import ImageBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.image import ImageBackend
 
 
 def main():

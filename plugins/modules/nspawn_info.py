@@ -181,7 +181,7 @@ images:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._info import InfoBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.info import InfoBackend
 
 
 def main():

@@ -137,7 +137,7 @@ os_release:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._machine import MachineBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.machine import MachineBackend
 
 
 def main():

@@ -151,7 +151,7 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._settings import SettingsBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.settings import SettingsBackend
 
 
 def main():

@@ -14,8 +14,8 @@ import signal
 
 import pytest
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import Interrupted
-from ansible_collections.nspawn.nixos.plugins.module_utils._image import (
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import Interrupted
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.image import (
     DownloadError, download, expected_from_sums, fetch_text, interruptible, url_basename,
 )
 

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 
 from ansible_collections.nspawn.nixos.plugins.module_utils import _lock
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure
 
 
 class FakeClock(object):

@@ -8,11 +8,12 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.nspawn.nixos.plugins.module_utils import _machinectl
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
-    Machinectl, export_kind, image_kind, parse_image_list, parse_machine_list, parse_properties, parse_systemd_version,
-    parse_transfer_list,
+    Machinectl, parse_image_list, parse_machine_list, parse_properties, parse_systemd_version, parse_transfer_list,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, Runner
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import Runner
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.image import export_kind, image_kind
 
 
 class FakeModule(object):
@@ -149,7 +150,7 @@ def test_export_kind(path, kind):
 ])
 def test_transfer_argv(version, bins, pull, imp, exp):
     module, mc = make([(0, version + "\n", "")], bins=bins)
-    assert mc.pull_argv("https://x/n.tar.xz", "nixos", "no") == pull
+    assert mc.pull_argv("tar", "https://x/n.tar.xz", "nixos", "no") == pull
     assert mc.import_argv("tar", "/f", "nixos") == imp
     assert mc.export_argv("tar", "nixos", "/o.tar.gz") == exp
     assert module.calls == [["systemctl", "--version"]]  # probed once
@@ -268,9 +269,9 @@ def test_act_failure():
 
 
 class InputModule(FakeModule):
-    def run_command(self, argv, check_rc=False, environ_update=None, data=None, binary_data=False):
+    def run_command(self, argv, check_rc=False, environ_update=None, before_communicate_callback=None, data=None, binary_data=False):
         self.data = (data, binary_data)
-        return FakeModule.run_command(self, argv, check_rc, environ_update)
+        return FakeModule.run_command(self, argv, check_rc, environ_update, before_communicate_callback)
 
 
 def test_inside_argv_and_run_inside_with_stdin():
@@ -285,15 +286,16 @@ def test_inside_argv_and_run_inside_with_stdin():
     assert mc.runner.history == module.calls
 
 
-def test_run_input_failure_carries_the_command():
+def test_run_with_stdin_failure_carries_the_command():
     module = InputModule([(1, "", "boom\n")])
-    mc = Machinectl(Runner(module))
+    runner = Runner(module)
     with pytest.raises(CommandError) as info:
-        mc.run_input(["nix-instantiate", "--parse", "-"], "{", msg="Parsing failed")
+        runner.run(["nix-instantiate", "--parse", "-"], msg="Parsing failed", data="{")
+    assert module.data == ("{", True)
     assert info.value.result() == dict(msg="Parsing failed (rc=1): boom", cmd=["nix-instantiate", "--parse", "-"], rc=1,
                                        stdout="", stderr="boom\n")
     module = InputModule([(3, "", "x")])
-    assert Machinectl(Runner(module)).run_input(["false"], check=False) == (3, "", "x")
+    assert Runner(module).run(["false"], check=False, data="") == (3, "", "x")
 
 
 @pytest.mark.parametrize("out, rc, running", [

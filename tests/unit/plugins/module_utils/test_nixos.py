@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._nixos import (
-    GC_SCRIPT, SYSTEMS_SCRIPT, NixosBackend, check_dest, check_password_hash, failed_snippets, failed_units,
-    generation_number, judge_rebuild, mutable_users, parse_gc, shadow_hash, switch_status, with_root_password,
-)
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import LOCK_SCRIPT
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_password_hash
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.nixos_config import (
+    GC_SCRIPT, NixosBackend, SYSTEMS_SCRIPT, check_dest, failed_snippets, failed_units, generation_number, judge_rebuild, mutable_users,
+    parse_gc, shadow_hash, switch_status, with_root_password,
+)
 
 # What NixOS prints inside nspawn for an image built with boot.isContainer (stdout and stderr of nixos-rebuild switch).
 SPECIALFS_OUT = "Activation script snippet 'specialfs' failed (32)\nsetting up /etc...\n"

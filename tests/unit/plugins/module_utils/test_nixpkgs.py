@@ -11,11 +11,10 @@ import json
 
 import pytest
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import (
-    store_path,
-    IMAGE, UNMANAGED, check_reference, lock_arguments, locked_input, parse_lock, registry_pin, satisfies, summary,
+    IMAGE, UNMANAGED, check_reference, lock_arguments, locked_input, parse_lock, registry_pin, satisfies, store_path, summary,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError
 
 REV_A = "8d4ddb19d03c65a36ad8d189d001dc32ffb0306b"
 REV_B = "2222222222222222222222222222222222222222"

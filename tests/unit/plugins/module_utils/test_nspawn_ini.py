@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import (
-    KEYS, SECTIONS, NspawnFile, NspawnSettingsError, check_key, check_setting, check_value, restart_required, to_values,
+    KEYS, NspawnFile, NspawnSettingsError, SECTIONS, check_key, check_setting, check_value, restart_required, to_values,
 )
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "nspawn")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure, Runner
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError, ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import Runner
 
 
 class Module(object):

@@ -10,8 +10,10 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_text, redact_url, url_password
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
-    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_text, redact_url, url_password,
+    check_machine_name, check_text, check_timeout, check_url, parse_checksum,
 )
 
 HEX = "0123456789abcdef" * 4

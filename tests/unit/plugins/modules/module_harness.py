@@ -35,7 +35,8 @@ import yaml
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.nspawn.nixos.plugins.module_utils import _image, _lock, _machinectl, _util
+from ansible_collections.nspawn.nixos.plugins.module_utils import _lock, _machinectl, _records
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends import image as _image
 
 HERE = os.path.dirname(__file__)
 
@@ -210,10 +211,10 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
             mock.patch.object(_machinectl.Machinectl, "importd_available", staticmethod(lambda: importd)), \
             mock.patch.object(_machinectl, "_monotonic", clock.monotonic), \
             mock.patch.object(_machinectl, "_sleep", clock.sleep), \
-            mock.patch.object(_util, "ORIGIN_DIR", str(origin_dir)), \
-            mock.patch.object(_util, "NIXPKGS_RECORD_DIR", str(tmp_path / "nixpkgs-records")), \
-            mock.patch.object(_util, "PENDING_DIR", str(tmp_path / "pending")), \
-            mock.patch.object(_util, "NSPAWN_DIR", str(nspawn_dir)), \
+            mock.patch.object(_records, "ORIGIN_DIR", str(origin_dir)), \
+            mock.patch.object(_records, "NIXPKGS_RECORD_DIR", str(tmp_path / "nixpkgs-records")), \
+            mock.patch.object(_records, "PENDING_DIR", str(tmp_path / "pending")), \
+            mock.patch.object(_records, "NSPAWN_DIR", str(nspawn_dir)), \
             mock.patch.object(_lock, "LOCK_DIR", str(tmp_path) + "-locks"), \
             mock.patch.object(_image, "IMAGE_STORE", str(store)), \
             patch_module_args(args):

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import http.client
 import os
 import posixpath
+import re
 import shutil
 import signal
 import socket
@@ -26,18 +28,25 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, open_url
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
-    Machinectl, export_kind, image_kind, url_path,
-)
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, Interrupted, ModuleFailure
-from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
-    Backend, nixpkgs_record_path, origin_path, pending_path, read_json, read_origin, remove_file, write_json_atomic,
-)
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError, Interrupted, ModuleFailure, ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_json, remove_file, write_json_atomic
+from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
+from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
+from ansible_collections.nspawn.nixos.plugins.module_utils._records import nixpkgs_record_path, origin_path, pending_path, read_origin
+from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_text, redact_url, url_password
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
-    ValidationError, check_machine_name, check_text, check_timeout, check_url, parse_checksum, redact_text, redact_url, url_password,
+    check_machine_name, check_text, check_timeout, check_url, parse_checksum,
 )
 
 IMAGE_STORE = "/var/lib/machines"
+# The actions each step of the plan reports, in order (what check mode predicts).
+STEP_ACTIONS = {
+    "adopt": ("record_origin",),
+    "pull": ("pull", "record_origin"),
+    "download": ("download", "import", "record_origin"),
+    "replace": ("download", "remove", "import", "record_origin"),
+}
 # Hidden, and not ending in .raw, so machined never takes a partial download for an image. The machine's
 # name and an "@" (which no machine name contains) follow, so that the next run that holds the machine's
 # lock can remove what a killed run left: temp_prefix(name).
@@ -47,6 +56,24 @@ CANCEL_SECONDS = 60
 CHUNK_SIZE = 1 << 20
 SUMS_MAX_BYTES = 1 << 20
 USER_AGENT = "nspawn.nixos (Ansible collection)"
+_RAW_RE = re.compile(r"\.(raw|img|qcow2)(\.(gz|xz|bz2|zst))?$", re.IGNORECASE)
+# Suffixes importd's export picks a compression from (machinectl(1), importctl(1)).
+_EXPORT_RE = re.compile(r"\.(tar|raw)(\.(gz|xz|bz2))?$")
+
+
+def url_path(url):
+    return re.split(r"[?#]", url, maxsplit=1)[0]
+
+
+def image_kind(url_or_path):
+    """'raw' for .raw/.img/.qcow2 (optionally compressed), else 'tar'."""
+    return "raw" if _RAW_RE.search(url_path(url_or_path)) else "tar"
+
+
+def export_kind(path):
+    """'tar' or 'raw' from an export file name, None when importd cannot write that format."""
+    match = _EXPORT_RE.search(path)
+    return match.group(1) if match else None
 
 
 class DownloadError(ModuleFailure):
@@ -199,16 +226,18 @@ class ImageBackend(Backend):
             plan.append("remove_origin")
         self.result.update(changed=bool(plan) or "recover" in self.actions, image=None, origin=None, drift={})
         self.set_diff(dict(state="absent" if image is None else "present"), dict(state="absent"))
-        if self.module.check_mode:
-            self.actions.extend(plan)
-            return
-        for step in plan:
-            self.actions.append(step)
-            if step == "remove":
-                mc.remove(name)
-            else:  # the records of where the image came from and which branch nixos_config locked its nixpkgs to
-                remove_file(origin_path(name))
-                remove_file(nixpkgs_record_path(name))
+        apply(self, [Step(step, functools.partial(self._remove, mc, name) if step == "remove" else
+                          functools.partial(self._remove_records, name)) for step in plan])
+
+    def _remove(self, mc, name):
+        self.actions.append("remove")
+        mc.remove(name)
+
+    def _remove_records(self, name):
+        """The records of where the image came from and which branch nixos_config locked its nixpkgs to."""
+        self.actions.append("remove_origin")
+        remove_file(origin_path(name))
+        remove_file(nixpkgs_record_path(name))
 
     # -- state=present -------------------------------------------------------
 
@@ -263,21 +292,17 @@ class ImageBackend(Backend):
         self.result.update(changed=bool(plan) or "recover" in self.actions, drift=drift, origin=origin,
                            sha256=(origin or {}).get("sha256"))
 
-        if self.module.check_mode:
-            self.actions.extend(_expand(plan))
-            self.result["image"] = image
-            return
-        for step in plan:
-            if step == "adopt":
-                self._record(name, url, requested, sha256=requested["sha256"], how="adopt", verify="no")
-            elif step == "remove":
-                self.actions.append("remove")
-                mc.remove(name)
-            elif step in ("pull", "download", "replace"):
-                self._acquire(mc, name, url, checksum, how, requested, replace=step == "replace")
-            else:
-                self._export(mc, name, export_to)
-        self.result["image"] = mc.show_image(name) if set(plan) - {"adopt"} else image  # adopt leaves the image as it is
+        do = dict(
+            adopt=lambda: self._record(name, url, requested, sha256=requested["sha256"], how="adopt", verify="no"),
+            remove=lambda: self._remove(mc, name),
+            pull=lambda: self._acquire(mc, name, url, checksum, how, requested),
+            download=lambda: self._acquire(mc, name, url, checksum, how, requested),
+            replace=lambda: self._acquire(mc, name, url, checksum, how, requested, replace=True),
+            export=lambda: self._export(mc, name, export_to),
+        )
+        ran = apply(self, [Step(STEP_ACTIONS.get(step, step), do[step]) for step in plan])
+        # adopt leaves the image as it is
+        self.result["image"] = mc.show_image(name) if ran and set(plan) - {"adopt"} else image
 
     def _method(self, mc, url, checksum):
         """'pull' (importd downloads) or 'download' (this module downloads, verifies, then imports)."""
@@ -445,7 +470,7 @@ class ImageBackend(Backend):
         tarball, a refused connection) is in its journal rather than in importctl's output: quote it."""
         started = int(time.time()) - 1
         try:
-            self.runner.run(mc.pull_argv(url, name, verify), msg="Pulling %s as %s failed" % (redact_url(url), name))
+            self.runner.run(mc.pull_argv(image_kind(url), url, name, verify), msg="Pulling %s as %s failed" % (redact_url(url), name))
         except CommandError as exc:
             dummy, out, dummy_err = self.runner.run(
                 ["journalctl", "-u", "systemd-importd.service", "--since=@%d" % started, "-n", "20", "-o", "cat", "--no-pager"],
@@ -536,19 +561,6 @@ class ImageBackend(Backend):
         finally:
             remove_file(partial)
         self.result["export_to"] = path
-
-
-def _expand(plan):
-    """Planned steps as the actions a real run reports."""
-    actions = []
-    for step in plan:
-        actions.extend({
-            "adopt": ["record_origin"],
-            "pull": ["pull", "record_origin"],
-            "download": ["download", "import", "record_origin"],
-            "replace": ["download", "remove", "import", "record_origin"],
-        }.get(step, [step]))
-    return actions
 
 
 def _drift(origin, requested):

@@ -20,21 +20,24 @@ import posixpath
 import re
 import stat
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError, ModuleFailure, ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_json, remove_file, text_diff, write_json_atomic
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._nix import (
-    NixEditError, NixValueError, ensure_import, import_path, nix_error, parse_check_argv, remove_import, render_module,
+    NixEditError, NixValueError, nix_error, parse_check_argv, render_module,
 )
+from ansible_collections.nspawn.nixos.plugins.module_utils._nix_imports import ensure_import, import_path, remove_import
 from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import (
-    IMAGE, LOCK_FILE, LOCK_SCRIPT, REGISTRY_PATH, UNMANAGED, PROFILES_DIR, check_reference, generation_number, is_branch,
+    IMAGE, LOCK_FILE, LOCK_SCRIPT, PROFILES_DIR, REGISTRY_PATH, TOOL_PATH, UNMANAGED, check_reference, generation_number, is_branch,
     lock_arguments, locked_input, parse_lock, registry_pin, satisfies, summary, system_profile,
 )
+from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
+from ansible_collections.nspawn.nixos.plugins.module_utils._records import nixpkgs_record_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath, read_in_root
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import CommandError, ModuleFailure
-from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
-    Backend, nixpkgs_record_path, read_json, remove_file, text_diff, write_json_atomic,
-)
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import output_tail
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
-    ValidationError, check_machine_name, check_text, check_timeout,
+    check_machine_name, check_password_hash, check_text, check_timeout,
 )
 
 NIXOS_DIR = "/etc/nixos"
@@ -60,7 +63,6 @@ SWITCH_EXIT_CODES = {
 # Reads, inside the machine, the system that is active and the one the profile points at.
 # Scripts run with `sh -c` and NixOS's tool path: not a login shell, whose profile could print to stdout.
 SHELL = ("/bin/sh", "-c")
-TOOL_PATH = "PATH=/run/current-system/sw/bin:/usr/bin:/bin; "
 SYSTEMS_SCRIPT = TOOL_PATH + "readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system"
 GC_SCRIPT = TOOL_PATH + 'set -e; nix-env -p /nix/var/nix/profiles/system --delete-generations "+$1"; exec nix-store --gc'
 MASK = "********"
@@ -75,7 +77,6 @@ _STATUS_RE = re.compile(r"switch-to-configuration[^\n]*returned non-zero exit st
 _ACTIVATING = "activating the configuration"
 _FREED_RE = re.compile(r"(\d+) store paths deleted, ([0-9.]+ [KMGT]?i?B) freed")
 _DELETED_GEN_RE = re.compile(r"removing (?:profile version|generation) (\d+)")
-_HASH_RE = re.compile(r"^(\$[^\s:]+|![^\s:]*|\*)$")
 
 
 def check_dest(dest, do_import):
@@ -92,13 +93,6 @@ def check_dest(dest, do_import):
     if name == CONFIG_FILE and do_import:
         raise ValidationError("import: configuration.nix cannot import itself; set import: false to manage the whole file")
     return name
-
-
-def check_password_hash(value):
-    if not _HASH_RE.match(value or ""):
-        raise ValidationError("root_password_hash: must be a crypt(3) hash such as the output of `mkpasswd -m sha-512` "
-                              "(it starts with $; or ! to lock the account), without blanks or ':'; a plain password is refused")
-    return value
 
 
 def failed_snippets(*texts):
@@ -193,7 +187,7 @@ def with_root_password(settings, password_hash):
     return settings
 
 
-class FileChange(object):
+class FileChange:
     """One file of /etc/nixos: its text (and stat) before, its text after (None: the file goes)."""
 
     def __init__(self, name, before, info, after, secret=False):
@@ -281,16 +275,13 @@ class NixosBackend(Backend):
             if generations and not running:
                 raise ValidationError("keep_generations: machine %s is not running; old generations are deleted with nix-env "
                                       "inside it: start it first (nspawn.nixos.nspawn_machine)" % name)
-            steps = self._steps(nixos, changes, password, rebuild)
+            steps, backups = self._steps(mc, name, nixos, root, changes, password, rebuild)
             if generations:
-                steps.append(("collect_garbage", keep, generations))
+                steps.append(self._step("collect_garbage", self._collect_garbage, mc, name, keep, generations))
                 # What check mode predicts; the real run fills in what nix reports.
                 self.result["garbage"] = dict(keep=keep, deleted_generations=generations, store_paths_deleted=None, freed=None)
-            self._report(nixos, changes, password, steps)
-            if self.module.check_mode:
-                self.actions.extend(step[0] for step in steps)
-            else:
-                self._apply(mc, name, nixos, root, changes, steps)
+            self._report(nixos, changes, password, steps, backups)
+            apply(self, steps)
         dummy, self.result["generation"], self.result["system"] = system_profile(root, name)
 
     # -- planning ----------------------------------------------------------------
@@ -362,7 +353,7 @@ class NixosBackend(Backend):
         for change in changes:
             if host:
                 full = argv
-                rc, out, err = mc.run_input(argv, change.after, check=False)
+                rc, out, err = self.runner.run(argv, check=False, data=change.after)
             else:
                 full = mc.inside_argv(name, argv)
                 rc, out, err = mc.run_inside(name, argv, change.after, check=False)
@@ -371,34 +362,48 @@ class NixosBackend(Backend):
                 continue
             if error["line"] is None:
                 raise CommandError("Checking %s with nix-instantiate failed (rc=%s), nothing was written: %s"
-                                   % (change.path, rc, (err or out).strip()[-2000:]), full, rc, out, err)
+                                   % (change.path, rc, output_tail(out, err)), full, rc, out, err)
             # The file of the module's own text is the user's input: name the option it came from.
             option = ("content: " if self.module.params["content"] is not None else "settings: ") if change.path == self.module.params["dest"] else ""
             raise CommandError("%s%s is not valid Nix, nothing was written: %s" % (option, change.path, error["summary"]), full, rc, out, err)
 
-    def _steps(self, nixos, changes, password, rebuild):
-        steps = []
+    def _step(self, action, function, *args):
+        """A Step that reports `action` and then calls function(*args)."""
+        def do():
+            self.actions.append(action)
+            function(*args)
+        return Step(action, do)
+
+    def _steps(self, mc, name, nixos, root, changes, password, rebuild):
+        """The plan (Steps), and the names of the backups it makes."""
+        steps, backups = [], []
+        dir_info = os.fstat(nixos.fd)
         for change in changes:
             if self.module.params["backup"] and change.before is not None:
-                steps.append(("backup", change, nixos.backup_name(change.name)))
+                backup = nixos.backup_name(change.name)
+                backups.append(backup)
+                steps.append(self._step("backup", nixos.backup, change.name, backup, change.before, change.info))
             if change.name == LOCK_FILE:
-                steps.append(("lock", change))
+                steps.append(self._step("lock", self._write_lock, name, nixos, change, dir_info))
             elif change.name == CONFIG_FILE and self.module.params["dest"] != change.path:
-                steps.append(("add_import" if self.module.params["state"] == "present" else "remove_import", change))
+                action = "add_import" if self.module.params["state"] == "present" else "remove_import"
+                steps.append(self._step(action, self._write, nixos, change, dir_info))
+            elif change.after is None:
+                steps.append(self._step("remove", nixos.remove, change.name))
             else:
-                steps.append(("remove" if change.after is None else "write", change))
+                steps.append(self._step("write", self._write, nixos, change, dir_info))
         if rebuild:
-            steps.append(("rebuild", rebuild))
+            steps.append(self._step("rebuild", self._rebuild, mc, name, nixos, root, changes, rebuild))
         if password:
-            steps.append(("set_root_password",))
-        return steps
+            steps.append(self._step("set_root_password", self._set_root_password, mc, name))
+        return steps, backups
 
-    def _report(self, nixos, changes, password, steps):
+    def _report(self, nixos, changes, password, steps, backups):
         secret = self.module.params["root_password_hash"]
         self.result.update(
             changed=bool(steps),
             files=[change.path for change in changes],
-            backup_files=[nixos.inside(step[2]) for step in steps if step[0] == "backup"],
+            backup_files=[nixos.inside(backup) for backup in backups],
         )
         if not self.module._diff:
             return
@@ -415,27 +420,14 @@ class NixosBackend(Backend):
 
     # -- acting ------------------------------------------------------------------
 
-    def _apply(self, mc, name, nixos, root, changes, steps):
-        dir_info = os.fstat(nixos.fd)
-        for step in steps:
-            self.actions.append(step[0])
-            if step[0] == "backup":
-                nixos.backup(step[1].name, step[2], step[1].before, step[1].info)
-            elif step[0] == "remove":
-                nixos.remove(step[1].name)
-            elif step[0] in ("write", "add_import", "remove_import"):
-                self._write(nixos, step[1], dir_info)
-            elif step[0] == "lock":
-                self._write(nixos, step[1], dir_info)
-                if step[1].record != step[1].record_before:
-                    self._record_lock(name, step[1].record)
-            elif step[0] == "rebuild":
-                self._rebuild(mc, name, nixos, root, changes, step[1])
-            elif step[0] == "collect_garbage":
-                self._collect_garbage(mc, name, step[1], step[2])
-            else:
-                mc.run_inside(name, [SW_BIN + "/chpasswd", "-e"], "root:%s\n" % self.module.params["root_password_hash"],
-                              msg="Setting the root password of machine %s with chpasswd failed" % name)
+    def _write_lock(self, name, nixos, change, dir_info):
+        self._write(nixos, change, dir_info)
+        if change.record != change.record_before:
+            self._record_lock(name, change.record)
+
+    def _set_root_password(self, mc, name):
+        mc.run_inside(name, [SW_BIN + "/chpasswd", "-e"], "root:%s\n" % self.module.params["root_password_hash"],
+                      msg="Setting the root password of machine %s with chpasswd failed" % name)
 
     @staticmethod
     def _write(nixos, change, dir_info):
@@ -517,7 +509,7 @@ class NixosBackend(Backend):
         elif action == "switch" and evidence["current_system"] != evidence["profile_system"]:
             reasons.append("the active system %s is not the profile's %s" % (evidence["current_system"], evidence["profile_system"]))
         msg = "nixos-rebuild %s in machine %s failed (rc=%s%s): %s" % (
-            action, name, rc, "; " + "; ".join(reasons) if reasons else "", (err or out or "").strip()[-2000:])
+            action, name, rc, "; " + "; ".join(reasons) if reasons else "", output_tail(out, err))
         if self.module.params["rollback"]:
             msg += "\n" + self._rollback(mc, name, root, action, flake, link_before, properties, info)
         self._restore(nixos, changes)
@@ -594,7 +586,7 @@ class NixosBackend(Backend):
             what = ("the nixpkgs that /etc/nix/registry.json of machine %s pins (the image's own; if the image has no such pin, "
                     "name a revision in nixpkgs)" % name) if reference == IMAGE else reference
             raise CommandError("nixpkgs: locking nixpkgs to %s failed (rc=%s), nothing was written: %s"
-                               % (what, rc, (err or out or "").strip()[-2000:]), mc.inside_argv(name, argv, properties), rc, out, err)
+                               % (what, rc, output_tail(out, err)), mc.inside_argv(name, argv, properties), rc, out, err)
         return text
 
     def _generations(self, root, name):

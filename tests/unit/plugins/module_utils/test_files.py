@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._util import (
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import (
     parse_os_release, read_json, read_os_release, remove_file, write_json_atomic,
 )
 
@@ -113,8 +113,8 @@ def test_remove_file(tmp_path):
 
 
 def test_settings_path_and_text_diff(monkeypatch):
-    from ansible_collections.nspawn.nixos.plugins.module_utils import _util
+    from ansible_collections.nspawn.nixos.plugins.module_utils import _files, _records
 
-    monkeypatch.setattr(_util, "NSPAWN_DIR", "/tmp/x")
-    assert _util.settings_path("nixos") == "/tmp/x/nixos.nspawn"
-    assert _util.text_diff("/p", None, "a\n") == dict(before_header="/p", after_header="/p", before="", after="a\n")
+    monkeypatch.setattr(_records, "NSPAWN_DIR", "/tmp/x")
+    assert _records.settings_path("nixos") == "/tmp/x/nixos.nspawn"
+    assert _files.text_diff("/p", None, "a\n") == dict(before_header="/p", after_header="/p", before="", after="a\n")

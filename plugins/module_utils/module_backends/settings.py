@@ -10,16 +10,20 @@ Private module: not a public API.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 
-from ansible_collections.nspawn.nixos.plugins.module_utils import _util
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import remove_file, text_diff
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import (
-    SECTIONS, NspawnFile, NspawnSettingsError, check_setting, restart_required, to_values,
+    NspawnFile, NspawnSettingsError, SECTIONS, check_setting, restart_required, to_values,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, settings_path, text_diff
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError, check_machine_name
+from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
+from ansible_collections.nspawn.nixos.plugins.module_utils._records import settings_path
+from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -129,19 +133,33 @@ class SettingsBackend(Backend):
         return nspawn.render()
 
     def _apply(self, path, before, after):
+        steps = []
         directory = os.path.dirname(path)
         if after is not None and not os.path.isdir(directory):
-            self.actions.append("create_directory")
-            if not self.module.check_mode:
-                os.makedirs(directory, DIR_MODE)
-                os.chmod(directory, DIR_MODE)
+            steps.append(Step("create_directory", functools.partial(self._create_directory, directory)))
         if before is not None and self.module.params["backup"]:
-            self.actions.append("backup")
-            self.result["backup_file"] = self.module.backup_local(path)
-        self.actions.append("remove" if after is None else "write")
-        if self.module.check_mode:
-            return
+            steps.append(Step("backup", functools.partial(self._backup, path)))
         if after is None:
-            _util.remove_file(path)
+            steps.append(Step("remove", functools.partial(self._remove, path)))
         else:
-            write_text_atomic(self.module, path, after)
+            steps.append(Step("write", functools.partial(self._write, path, after)))
+        if not apply(self, steps) and before is not None and self.module.params["backup"]:
+            # Check mode: the name the backup would have (backup_local copies nothing in check mode).
+            self.result["backup_file"] = self.module.backup_local(path)
+
+    def _create_directory(self, directory):
+        self.actions.append("create_directory")
+        os.makedirs(directory, DIR_MODE)
+        os.chmod(directory, DIR_MODE)
+
+    def _backup(self, path):
+        self.actions.append("backup")
+        self.result["backup_file"] = self.module.backup_local(path)
+
+    def _remove(self, path):
+        self.actions.append("remove")
+        remove_file(path)
+
+    def _write(self, path, text):
+        self.actions.append("write")
+        write_text_atomic(self.module, path, text)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_os_release
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl, int_or_none
 from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import LOCK_FILE, locked_input, parse_lock, summary, system_profile
+from ansible_collections.nspawn.nixos.plugins.module_utils._records import read_origin, settings_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
-from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, read_origin, read_os_release, settings_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name
 
 TREE_TYPES = ("directory", "subvolume")

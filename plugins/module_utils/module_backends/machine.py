@@ -9,12 +9,17 @@ and enabled of one machine, on the commands of _machinectl. Private module.
 
 from __future__ import annotations
 
+import functools
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure, ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_os_release
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
-    TERMINATE_GRACE, Machinectl, WaitTimeout, int_or_none, unit_name,
+    Machinectl, TERMINATE_GRACE, WaitTimeout, int_or_none, unit_name,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._runner import ModuleFailure
-from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, read_os_release, remove_origin
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError, check_machine_name, check_timeout
+from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
+from ansible_collections.nspawn.nixos.plugins.module_utils._records import remove_origin
+from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name, check_timeout
 
 
 class MachineBackend(Backend):
@@ -58,11 +63,8 @@ class MachineBackend(Backend):
         self.result.update(changed=bool(plan), name=name)
         self.set_diff(before, dict(state=after_state, enabled=after_enabled))
 
-        if self.module.check_mode:
-            self.actions.extend(plan)
-        else:
-            for step in plan:
-                self._do(mc, step, name, info, timeout)
+        steps = [Step(step, functools.partial(self._do, mc, step, name, info, timeout)) for step in plan]
+        if apply(self, steps):
             info = mc.show(name) if plan else info
             if "remove_image" in plan:
                 image = None

@@ -1,0 +1,69 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The one error boundary of every module (Backend), with the machine lock and diff mode.
+
+Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure, ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._lock import MachineLock
+from ansible_collections.nspawn.nixos.plugins.module_utils._runner import Runner
+
+
+class Backend:
+    """The one error boundary of a module: run(), then exit_json or fail_json.
+
+    Subclasses implement run(); they append to self.actions what they do, in order,
+    and fill self.result. Failures carry the actions done so far.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.runner = Runner(module)
+        self.actions = []
+        self.result = dict(changed=False, actions=self.actions)
+        self.held_lock = None
+
+    def run(self):
+        raise NotImplementedError
+
+    def lock(self, name):
+        """Hold the lock of machine `name` (see _lock) until the module exits: after the
+        input is validated, before the state is read. Exclusive for a real run, shared in
+        check mode. A wait of a second or more is reported as a warning."""
+        timeout = self.module.params["lock_timeout"]
+        if timeout is None or timeout < 0:
+            raise ValidationError("lock_timeout: must be 0 (do not wait) or a positive number of seconds, got %r" % (timeout,))
+        module_name = getattr(self.module, "_name", None) or "nspawn.nixos"
+        self.held_lock = MachineLock(name, module_name.rsplit(".", 1)[-1], exclusive=not self.module.check_mode).acquire(timeout)
+        if self.held_lock.waited >= 1:
+            self.module.warn("Waited %.0f s for another task that was changing machine %s (lock %s)"
+                             % (self.held_lock.waited, name, self.held_lock.path))
+        return self.held_lock
+
+    def execute(self):
+        try:
+            try:
+                self.run()
+            except ValidationError as exc:
+                self.module.fail_json(msg=str(exc), actions=self.actions)
+            except ModuleFailure as exc:
+                self.runner.fail(exc, actions=self.actions)
+            except (IOError, OSError) as exc:  # a file operation of the module itself
+                self.module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), exception=traceback.format_exc(), actions=self.actions)
+            self.module.exit_json(**self.result)
+        finally:
+            # The process's exit would drop it too; explicit for callers that do not exit (unit tests).
+            if self.held_lock is not None:
+                self.held_lock.release()
+
+    def set_diff(self, before, after):
+        if self.module._diff:
+            self.result["diff"] = dict(before=before, after=after)

@@ -1,0 +1,89 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Files the modules write and read on the host: atomic JSON, os-release of an OS tree, diff entries.
+
+Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import tempfile
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import read_in_root
+
+
+def parse_os_release(text):
+    """os-release(5) KEY=value lines (shell-quoted values) -> dict."""
+    result = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = [value.strip("\"'")]
+        result[key.strip()] = " ".join(words)
+    return result
+
+
+def read_os_release(root):
+    """The os-release of the OS tree at root (etc/os-release, then usr/lib/os-release), or {}."""
+    if not root or not os.path.isdir(root):
+        return {}
+    for candidate in ("/etc/os-release", "/usr/lib/os-release"):
+        try:
+            text, dummy = read_in_root(root, candidate)
+        except (IOError, OSError, ModuleFailure):  # not a regular file, unreadable
+            continue
+        if text is not None:
+            return parse_os_release(text)
+    return {}
+
+
+def write_json_atomic(module, path, data, mode=0o644):
+    """Write data as JSON to path through a temporary file in the same directory."""
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, mode)
+        module.atomic_move(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_json(path):
+    """A JSON object from path, None when the file is missing or not a JSON object."""
+    try:
+        with open(path, "r") as handle:
+            data = json.load(handle)
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_file(path):
+    """Remove path if it exists; True when something was removed."""
+    if not os.path.lexists(path):
+        return False
+    os.unlink(path)
+    return True
+
+
+def text_diff(header, before, after):
+    """A diff-mode entry of one text file; '' stands for a file that does not exist."""
+    return dict(before_header=header, after_header=header, before=before or "", after=after or "")

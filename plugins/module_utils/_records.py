@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) nspawn.nixos contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Where the collection keeps what it knows about a machine, outside the machine's image: the
+origin of its image, the pending transfer into it, the branch its nixpkgs was locked from, and
+its settings file. Private module: not a public API.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_json, remove_file
+
+
+# Where nspawn_image records where each image came from. Not under /var/lib/machines:
+# machined takes every hidden directory there for a hidden image, and `machinectl clean`
+# removes those. Not in /etc/systemd/nspawn either: `machinectl remove` deletes NAME.nspawn.
+ORIGIN_DIR = "/var/lib/nspawn-nixos/origin"
+
+
+# Which flake reference nixos_config locked a machine's nixpkgs from, where flake.lock cannot say it (a branch: the
+# lock keeps the flake's own input as its `original`). Beside the origin records, for the same reasons.
+NIXPKGS_RECORD_DIR = "/var/lib/nspawn-nixos/nixpkgs"
+
+
+def nixpkgs_record_path(name):
+    return os.path.join(NIXPKGS_RECORD_DIR, "%s.json" % name)
+
+
+def origin_path(name):
+    return os.path.join(ORIGIN_DIR, "%s.json" % name)
+
+
+# What nspawn_image is fetching right now, written before a transfer starts and removed when its origin
+# is recorded or the transfer is cancelled and cleaned. One left behind (the module was killed with
+# SIGKILL, the host lost power) tells the next run what the unrecorded image or transfer of NAME is.
+PENDING_DIR = "/var/lib/nspawn-nixos/pending"
+
+
+def pending_path(name):
+    return os.path.join(PENDING_DIR, "%s.json" % name)
+
+
+def read_origin(name):
+    return read_json(origin_path(name))
+
+
+def remove_origin(name):
+    """Remove what the collection recorded about an image (its origin, the branch its nixpkgs was locked from)."""
+    removed = remove_file(origin_path(name))
+    return remove_file(nixpkgs_record_path(name)) or removed
+
+
+# The trusted place of a machine's settings (systemd.nspawn(5)): Bind=, Port= and other
+# privileged settings only take effect from here (or /run/systemd/nspawn).
+NSPAWN_DIR = "/etc/systemd/nspawn"
+
+
+def settings_path(name):
+    return os.path.join(NSPAWN_DIR, "%s.nspawn" % name)
