@@ -183,6 +183,7 @@ def _run_case(lab, ansible_runner, key):
     case = CASES[key]
     before = snapshots(lab)
     plays = [tasks_play("interrupt: " + key, [case.task(lab, SLOW, key)])]
+
     def signal_modules(process):
         number = str(int(signal.SIGTERM if case.interrupt == "sigterm" else signal.SIGKILL))
         assert all(on_hosts(lab, lambda host: host.run(["python3", "-c", KILL_SCRIPT, number]).stdout.strip()).values())
@@ -240,7 +241,7 @@ def test_interrupted_transfer(key, lab, lab_host, ansible_runner, tally):
         tally.add(SUITE, key, host, None, "pending record left for the next run")
     # The next run: converged, recorded, and never the "no origin record" warning.
     again = run.notes["again"]
-    record = [r for r in again.results("Fetch the image", host)][-1]
+    record = again.results("Fetch the image", host)[-1]
     assert record["status"] in ("ok", "changed"), explain + "\nnext run:\n" + str(again)
     warnings = " ".join(record["result"].get("warnings") or [])
     assert "no origin record" not in warnings and "recorded origin differs" not in warnings, warnings
