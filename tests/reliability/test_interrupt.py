@@ -5,16 +5,20 @@ fixture), so that a transfer can be interrupted in the middle. Each case runs ns
 lab host at once (Debian 12: machinectl pull-tar; Debian 13: importctl) and interrupts it the way a
 user does:
 
-- sync (no async): SIGINT to the ansible-playbook process group (Ctrl-C) while importd's transfer,
-  or the module's own download, runs. The module hears of it (its SSH session ends), cancels
-  importd's transfer (machinectl/importctl only detach on SIGINT: "Press C-c to continue download
-  in background") and removes its partial files: the host is as before (snapshot).
-- async (async/poll, as the role's sidecar_pull_async): SIGINT to ansible-playbook while it polls.
-  The job goes on without it and ends with the image and its origin recorded.
-- async job killed: the job outlives its async timeout, so ansible's async_wrapper kills it with
-  SIGKILL (no handler runs). importd goes on; the pending record the module wrote before the
-  transfer tells the next run what the image (or the transfer) is: it records or cancels, and the
-  run converges without the "no origin record" warning.
+- Ctrl-C, sync: SIGINT to the ansible-playbook process group while importd's transfer, or the
+  module's own download, runs. With SSH pipelining sshd sends the module no signal when the
+  connection goes: it finishes and records (with a PTY it would get SIGHUP and cancel). Whole
+  either way.
+- SIGTERM to the module on the host: it cancels importd's transfer (machinectl/importctl only
+  detach on SIGINT: "Press C-c to continue download in background") and removes its partial
+  files: the host is as before (snapshot), and the message says so.
+- Ctrl-C, async (as the role's sidecar_pull_async): the job goes on without ansible-playbook and
+  ends with the image and its origin recorded.
+- SIGKILL to the module (the OOM killer), and the async timeout (async_wrapper kills the job's
+  process group with SIGKILL): no handler runs; importd goes on, a partial download stays. The
+  pending record the module wrote before the transfer tells the next run what the image or
+  transfer is: it cancels or records, removes the partial file, and converges without the "no
+  origin record" warning (action recover).
 
 Every case ends with a second, uninterrupted run and removes the image. Counts go to
 tests/output/reliability-faults.json (suite "interrupt").
@@ -67,10 +71,10 @@ def states(lab):
     return on_hosts(lab, host_state)
 
 
-# Send SIGTERM to the module on the host: the process holding NAME's lock (as systemd or an OOM
-# killer's first stage would; ansible's own async_wrapper sends SIGKILL, see "async job killed").
-TERM_SCRIPT = r'''
-import os, signal
+# Send a signal (sys.argv[1]) to the module on the host: the process holding NAME's lock. SIGTERM as systemd
+# sends it; SIGKILL as the OOM killer or ansible's async_wrapper at the async timeout (no handler runs).
+KILL_SCRIPT = r'''
+import os, signal, sys
 lock = "/run/nspawn-nixos/locks/%(name)s.lock"
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
@@ -78,7 +82,7 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
     except OSError:
         continue
     if lock in fds:
-        os.kill(int(pid), signal.SIGTERM)
+        os.kill(int(pid), int(sys.argv[1]))
         print(pid)
 ''' % {"name": NAME}
 
@@ -91,13 +95,14 @@ class Case:
         self.async_seconds = async_seconds
         self.poll = poll
         # "ctrl-c": SIGINT to ansible-playbook's process group once the transfer runs on every host;
-        # "sigterm": SIGTERM to the module on every host; None: no interruption (async_wrapper's SIGKILL).
+        # "sigterm" / "sigkill": that signal to the module on every host; None: no interruption (the async timeout).
         self.interrupt = interrupt
         # "cancelled" (the host as before), "recorded" (image and origin), "either" of the two, or
-        # "pending" (killed: the pending record stays for the next run).
+        # "pending" (killed: the pending record stays for the next run), "pending-or-recorded".
         self.outcome = outcome
 
-    def task(self, lab, url_path, key):
+    def task(self, lab, url_path, key, interrupted=True):
+        """The task of the interrupted run, or (interrupted=False) of the next run: the same request, without async."""
         # A query of its own per case: importd keeps a hidden copy of every URL it pulled (.tar-URL, reused
         # when the server's ETag matches), so a second pull of one URL would not transfer anything.
         url = "%s?case=%s" % (image_url(lab, url_path), key.replace(" ", "-"))
@@ -107,7 +112,7 @@ class Case:
         else:
             args["checksum"] = "sha256:" + image_sha256(lab, GZ_IMAGE)
         task = {"name": "Fetch the image", "nspawn.nixos.nspawn_image": args}
-        if self.async_seconds:
+        if self.async_seconds and interrupted:
             task.update({"async": self.async_seconds, "poll": self.poll})
         return task
 
@@ -121,9 +126,11 @@ CASES = {
     "sigterm sync download": Case("download", interrupt="sigterm", outcome="cancelled"),
     "ctrl-c async pull": Case("pull", async_seconds=300, poll=2, outcome="recorded"),
     "ctrl-c async download": Case("download", async_seconds=300, poll=2, outcome="recorded"),
-    # async_wrapper kills the job (SIGKILL) after 4 s: nothing of the module runs after that.
-    "async job killed pull": Case("pull", async_seconds=4, poll=1, interrupt=None, outcome="pending"),
-    "async job killed download": Case("download", async_seconds=4, poll=1, interrupt=None, outcome="pending"),
+    "sigkill sync pull": Case("pull", interrupt="sigkill", outcome="pending"),
+    "sigkill sync download": Case("download", interrupt="sigkill", outcome="pending"),
+    # async_wrapper kills the job's process group (SIGKILL) after 4 s; a module it misses finishes and records.
+    "async timeout pull": Case("pull", async_seconds=4, poll=1, interrupt=None, outcome="pending-or-recorded"),
+    "async timeout download": Case("download", async_seconds=4, poll=1, interrupt=None, outcome="pending-or-recorded"),
 }
 _RUNS = {}
 
@@ -166,7 +173,7 @@ def _settled(lab, case):
     """Wait until no module and no transfer of NAME runs on any host (an async job may go on for a while)."""
     def quiet():
         found = states(lab)
-        if case.outcome == "pending":  # the killed job's transfer goes on: only the module must be gone
+        if case.outcome.startswith("pending"):  # the killed job's transfer goes on: only the module must be gone
             return found if all(not s["modules"] for s in found.values()) else None
         return found if all(not s["modules"] and not s["transfers"] for s in found.values()) else None
     return wait_for(quiet, 180, interval=1) or states(lab)
@@ -176,15 +183,17 @@ def _run_case(lab, ansible_runner, key):
     case = CASES[key]
     before = snapshots(lab)
     plays = [tasks_play("interrupt: " + key, [case.task(lab, SLOW, key)])]
-    def terminate_modules(process):
-        assert all(on_hosts(lab, lambda host: host.run(["python3", "-c", TERM_SCRIPT]).stdout.strip()).values())
+
+    def signal_modules(process):
+        number = str(int(signal.SIGTERM if case.interrupt == "sigterm" else signal.SIGKILL))
+        assert all(on_hosts(lab, lambda host: host.run(["python3", "-c", KILL_SCRIPT, number]).stdout.strip()).values())
 
     result, interrupted = _playbook(ansible_runner, plays, (lambda: _transfer_running(lab, case)) if case.interrupt else None,
-                                    terminate_modules if case.interrupt == "sigterm" else None)
+                                    signal_modules if case.interrupt in ("sigterm", "sigkill") else None)
     after_interrupt = _settled(lab, case)
     run = FaultRun(before, [result], snapshots(lab), notes={"interrupted": interrupted, "state": after_interrupt})
     # The next run, not interrupted: it must converge from whatever the interruption left.
-    again = [tasks_play("after the interruption: " + key, [case.task(lab, SLOW, key)])]
+    again = [tasks_play("after the interruption: " + key, [case.task(lab, SLOW, key, interrupted=False)])]
     run.notes["again"] = _playbook(ansible_runner, again)[0]
     run.notes["final"] = states(lab)
     cleanup = [tasks_play("remove the image", [{"name": "Remove the image",
@@ -209,10 +218,12 @@ def test_interrupted_transfer(key, lab, lab_host, ansible_runner, tally):
     if case.interrupt:
         assert run.notes["interrupted"], "the playbook ended before the transfer could be interrupted\n" + explain
     outcome = case.outcome
-    if outcome != "pending":  # SIGKILL leaves the module's partial download, for the next run to remove
-        assert not state["partial"], explain
     if outcome == "either":
         outcome = "recorded" if state["image"] else "cancelled"
+    elif outcome == "pending-or-recorded":
+        outcome = "pending" if state["pending"] else "recorded"
+    if outcome != "pending":  # SIGKILL leaves the module's partial download, for the next run to remove
+        assert not state["partial"], explain
     if case.interrupt == "sigterm":
         record = run.record("Fetch the image", host)
         assert record["status"] == "failed", explain
@@ -230,7 +241,7 @@ def test_interrupted_transfer(key, lab, lab_host, ansible_runner, tally):
         tally.add(SUITE, key, host, None, "pending record left for the next run")
     # The next run: converged, recorded, and never the "no origin record" warning.
     again = run.notes["again"]
-    record = [r for r in again.results("Fetch the image", host)][-1]
+    record = again.results("Fetch the image", host)[-1]
     assert record["status"] in ("ok", "changed"), explain + "\nnext run:\n" + str(again)
     warnings = " ".join(record["result"].get("warnings") or [])
     assert "no origin record" not in warnings and "recorded origin differs" not in warnings, warnings
