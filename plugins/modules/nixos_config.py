@@ -404,13 +404,13 @@ generation:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
 from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.nixos_config import NixosBackend
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "name": dict(type="str", required=True),
+        argument_spec=machine_argument_spec(**{
             "state": dict(type="str", default="present", choices=["present", "absent"]),
             "settings": dict(type="dict"),
             "content": dict(type="str"),
@@ -424,8 +424,7 @@ def main():
             "nixpkgs": dict(type="str", default="image"),
             "nixpkgs_update": dict(type="bool", default=False),
             "keep_generations": dict(type="int"),
-            "lock_timeout": dict(type="int", default=600),
-        },
+        }),
         mutually_exclusive=[("settings", "content")],
         supports_check_mode=True,
     )

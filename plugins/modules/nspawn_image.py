@@ -217,13 +217,13 @@ export_to:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
 from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.image import ImageBackend
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
+        argument_spec=machine_argument_spec(
             state=dict(type="str", default="present", choices=["present", "absent"]),
             url=dict(type="str"),
             checksum=dict(type="str"),
@@ -233,7 +233,6 @@ def main():
             adopt=dict(type="bool", default=False),
             export_to=dict(type="path"),
             timeout=dict(type="int", default=60),
-            lock_timeout=dict(type="int", default=600),
         ),
         supports_check_mode=True,
     )

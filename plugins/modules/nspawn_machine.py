@@ -137,19 +137,18 @@ os_release:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
 from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.machine import MachineBackend
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
+        argument_spec=machine_argument_spec(
             state=dict(type="str", default="running", choices=["running", "stopped", "restarted", "absent"]),
             enabled=dict(type="bool"),
             wait=dict(type="bool", default=True),
             timeout=dict(type="int", default=120),
             remove_image=dict(type="bool", default=False),
-            lock_timeout=dict(type="int", default=600),
         ),
         supports_check_mode=True,
     )

@@ -151,18 +151,17 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
 from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.settings import SettingsBackend
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
+        argument_spec=machine_argument_spec(
             state=dict(type="str", default="present", choices=["present", "absent"]),
             settings=dict(type="dict", default={}),
             purge=dict(type="bool", default=False),
             backup=dict(type="bool", default=False),
-            lock_timeout=dict(type="int", default=600),
         ),
         supports_check_mode=True,
     )
