@@ -38,7 +38,7 @@ export ANSIBLE_NOCOLOR := 1
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: help deps venv collection-link test sanity units lint docs-lint changelog-lint build \
+.PHONY: help deps apt-deps venv collection-link test sanity units lint docs-lint changelog-lint build \
         integration molecule reliability test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
 
 help:
@@ -51,7 +51,10 @@ help:
 
 # --- installation -------------------------------------------------------------------------
 
-deps: $(VENV)/.installed collection-link
+# The Python tools (venv) suffice for units, lint and build; the lab's gates also need Debian packages (apt-deps).
+deps: venv collection-link apt-deps
+
+apt-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
 	done; \
@@ -94,25 +97,24 @@ sanity: deps
 	  tar --null -T - -cf - | tar -C $(SANITY_COPY) -xf -
 	cd $(SANITY_COPY) && $(BIN)/ansible-test sanity --venv --python $(SANITY_PYTHON) --color no
 
-units: deps
-	@if ! ls -d tests/unit >/dev/null 2>&1; then echo "units: no tests yet"; exit 0; fi; \
+units: venv collection-link
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-lint: deps docs-lint changelog-lint
+lint: venv collection-link docs-lint changelog-lint
 	$(BIN)/ansible-lint --offline -q
 
-docs-lint: deps
+docs-lint: venv collection-link
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck $(COLLECTION_LINK)
 	@for m in plugins/modules/*.py plugins/connection/*.py plugins/inventory/*.py plugins/filter/*.py; do \
 	  [ -e "$$m" ] || continue; n=$$(basename $$m .py); t=$$(basename $$(dirname $$m)); t=$${t%s}; \
 	  $(BIN)/ansible-doc -t $$t nspawn.nixos.$$n >/dev/null || { echo "ansible-doc -t $$t failed: $$n"; exit 1; }; \
 	  echo "ansible-doc -t $$t nspawn.nixos.$$n: ok"; done
 
-changelog-lint: deps
+changelog-lint: venv
 	$(BIN)/antsibull-changelog lint
 
 # Build the collection tarball and install it into a scratch path, as a user would.
-build: deps
+build: venv
 	@rm -rf tests/output/build && mkdir -p tests/output/build
 	$(BIN)/ansible-galaxy collection build --force --output-path tests/output/build .
 	ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/tests/output/build/installed $(BIN)/ansible-galaxy collection install \
@@ -122,17 +124,15 @@ build: deps
 	  && { echo "build: caches or venvs in the tarball"; exit 1; } || true
 
 integration: deps
-	@if ! ls tests/integration/test_*.py >/dev/null 2>&1; then echo "integration: no targets yet"; exit 0; fi; \
 	NSPAWN_LAB_REQUIRED=1 $(BIN)/pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 molecule: deps
-	@scenarios=$$(ls -d extensions/molecule/*/ 2>/dev/null | xargs -rn1 basename | grep -v '^shared$$' || true); \
-	if [ -z "$$scenarios" ]; then echo "molecule: no scenarios yet"; exit 0; fi; \
+	@scenarios=$$(ls -d extensions/molecule/*/ | xargs -rn1 basename | grep -v '^shared$$'); \
+	[ -n "$$scenarios" ] || { echo "molecule: no scenario in extensions/molecule"; exit 1; }; \
 	cd extensions && for s in $$scenarios; do $(BIN)/molecule test -s $$s; done
 
 # Bad input and faults on lab hosts (tests/reliability): fails when something breaks.
 reliability: deps
-	@if ! ls tests/reliability/test_*.py >/dev/null 2>&1; then echo "reliability: no tests yet"; exit 0; fi; \
 	NSPAWN_LAB_REQUIRED=1 $(BIN)/pytest -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
 
 # Opt-in, not part of `make test`: the default molecule scenario with the REAL upstream NixOS image instead of
@@ -154,7 +154,7 @@ bench: deps
 
 # --- the lab ------------------------------------------------------------------------------
 
-lab-build: deps
+lab-build: venv
 	$(LAB) build
 
 lab-up: deps
