@@ -35,6 +35,9 @@ if os.path.realpath(LINK) != os.path.realpath(ROOT):
     raise RuntimeError("%s does not point at this checkout (%s)" % (LINK, ROOT))
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+# The unit tests' own helpers (fake_clock.py).
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- a loopback HTTP server for the download tests (127.0.0.1 only) --------------------

@@ -12,22 +12,10 @@ import os
 from unittest import mock
 
 import pytest
+from fake_clock import FakeClock
 
 from ansible_collections.nspawn.nixos.plugins.module_utils import _lock
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure
-
-
-class FakeClock(object):
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps = 0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps += 1
-        self.now += seconds
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import pytest
+from fake_clock import FakeClock
 
 from ansible_collections.nspawn.nixos.plugins.module_utils import _machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError
@@ -202,20 +203,9 @@ def test_is_enabled(out, rc, enabled):
     assert module.calls == [["systemctl", "is-enabled", "systemd-nspawn@nixos.service"]]
 
 
-class Clock(object):
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now = round(self.now + seconds, 6)
-
-
 @pytest.fixture
 def clock(monkeypatch):
-    clock = Clock()
+    clock = FakeClock()
     monkeypatch.setattr(_machinectl, "_monotonic", clock.monotonic)
     monkeypatch.setattr(_machinectl, "_sleep", clock.sleep)
     return clock

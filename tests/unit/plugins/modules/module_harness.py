@@ -35,6 +35,7 @@ import yaml
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
+from fake_clock import FakeClock
 from ansible_collections.nspawn.nixos.plugins.module_utils import _lock, _machinectl, _records
 from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends import image as _image
 
@@ -99,17 +100,6 @@ def expand_commands(commands):
         for dummy in range(entry.get("repeat", 1)):
             expanded.append(entry)
     return expanded
-
-
-class FakeClock(object):
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now = round(self.now + seconds, 6)
 
 
 class Outcome(object):
@@ -200,7 +190,7 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
     def fake_get_bin_path(self, name, required=False, opt_dirs=None):
         return "/usr/bin/%s" % name if name in bins else None
 
-    clock = FakeClock()
+    clock = FakeClock(start=1000.0)
     args = dict(case["input"], _ansible_check_mode=check_mode, _ansible_diff=case.get("diff", True))
     importd = case.get("importd", True)
     with mock.patch.object(basic.AnsibleModule, "run_command", fake_run_command), \
