@@ -10,7 +10,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ for _path in (CHECKOUT / "tests", CHECKOUT / "tests" / "integration"):
 # pylint: disable=wrong-import-position
 from ansible.release import __version__ as ANSIBLE_VERSION  # noqa: E402
 from lab import Lab, images  # noqa: E402
-from runner import CALLBACKS_DIR, OUTPUT_DIR, AnsibleRunner  # noqa: E402
+# OUTPUT_DIR: run.py uses it as benchlib.OUTPUT_DIR.
+from runner import CALLBACKS_DIR, OUTPUT_DIR, AnsibleRunner  # noqa: E402,F401  # pylint: disable=unused-import
 # pylint: enable=wrong-import-position
 
-CALLBACK_DIR = BENCH_DIR / "callback_plugins"   # bench_timing: every task's duration per host
 SITE_PLAYBOOK = CHECKOUT / "playbooks" / "site.yml"
 IMAGE_FILE = images.FIXTURE_IMAGE_FILES[0]      # the fixture image, .tar.xz (a key of lab.images["files"])
 LAB_PREFIX = "bench-"
@@ -87,7 +86,7 @@ def load_average():
     return "/".join("%.2f" % value for value in os.getloadavg())
 
 
-# -- task records (bench_timing) ----------------------------------------------------------------
+# -- task records (lab_json) ----------------------------------------------------------------
 
 def short_action(action):
     """'ansible.builtin.set_fact' -> 'set_fact'."""
@@ -111,7 +110,7 @@ class Run:
     """One timed ansible-playbook run."""
 
     seconds: float                                  # the whole ansible-playbook process
-    records: list = field(default_factory=list)     # bench_timing records (task, action, host, status, changed, seconds)
+    records: list = field(default_factory=list)     # timing_records() (task, action, host, status, changed, seconds)
     stats: dict = field(default_factory=dict)       # host -> ok/changed/failures/...
     output: str = ""
 
@@ -131,29 +130,40 @@ class Run:
         return sum(host.get("changed", 0) for host in self.stats.values())
 
 
-def timing_env(path, callback_dirs=()):
-    """Environment that loads bench_timing (after `callback_dirs`) and makes it write to `path`."""
-    return {"ANSIBLE_CALLBACK_PLUGINS": ":".join([str(folder) for folder in callback_dirs] + [str(CALLBACK_DIR)]),
-            "NSPAWN_BENCH_TIMING": str(path), "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+def timing_env(path):
+    """Environment that loads the lab_json callback (tests/integration/callback_plugins) and makes it write to `path`."""
+    return {"ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS_DIR), "NSPAWN_LAB_ANSIBLE_JSON": str(path),
+            "ANSIBLE_DEPRECATION_WARNINGS": "False"}
+
+
+def timing_records(tasks):
+    """lab_json's task records as the benchmarks read them: {task, action, host, status, changed, seconds, msg}, the
+    status "ok" (changed or not), "failed", "ignored" (failed, ignore_errors), "skipped" or "unreachable"."""
+    records = []
+    for task in tasks:
+        status = "ok" if task["status"] == "changed" else task["status"]
+        if status == "failed" and task.get("ignored"):
+            status = "ignored"
+        records.append({"task": task["task"], "action": task["action"], "host": task["host"], "status": status,
+                        "changed": task["changed"], "seconds": task["seconds"],
+                        "msg": str(task["result"].get("msg", ""))[:2000]})
+    return records
 
 
 def read_timing(path):
-    """The records bench_timing wrote to `path` ([] when it wrote none)."""
+    """The records lab_json wrote to `path` ([] when it wrote none), as timing_records() gives them."""
     path = Path(path)
-    return json.loads(path.read_text(encoding="utf-8"))["tasks"] if path.exists() else []
+    return timing_records(json.loads(path.read_text(encoding="utf-8"))["tasks"]) if path.exists() else []
 
 
 def playbook(inventory, plays, limit=None, extra_vars=None, forks=None, what="ansible-playbook"):
     """Run ansible-playbook (plays as data, or a path) through tests/integration/runner.py with
     per-task timing; return a Run. Raises BenchError when it fails."""
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-timing-", dir=OUTPUT_DIR) as folder:
-        path = Path(folder) / "timing.json"
-        env = timing_env(path, [CALLBACKS_DIR])   # lab_json stays loaded
-        if forks:
-            env["ANSIBLE_FORKS"] = str(forks)
-        result = AnsibleRunner(inventory, env=env).playbook(plays, limit=limit, extra_vars=extra_vars)
-        records = read_timing(path)
+    env = {"ANSIBLE_DEPRECATION_WARNINGS": "False"}
+    if forks:
+        env["ANSIBLE_FORKS"] = str(forks)
+    result = AnsibleRunner(inventory, env=env).playbook(plays, limit=limit, extra_vars=extra_vars)
+    records = timing_records(result.tasks)   # the runner's lab_json records, with each task's seconds
     run = Run(result.seconds, records, result.stats, result.stdout[-4000:] + result.stderr[-2000:])
     if result.rc != 0:
         raise BenchError("%s failed (rc=%d, limit %s):\n%s" % (what, result.rc, limit, run.output))

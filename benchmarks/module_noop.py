@@ -54,7 +54,7 @@ TIME_PAYLOAD = ("import json, subprocess, sys, time\n"
 
 
 class Bench:
-    """Ad-hoc `ansible` commands against one inventory, timed by the bench_timing callback."""
+    """Ad-hoc `ansible` commands against one inventory, timed by the lab_json callback."""
 
     def __init__(self, inventory, work_dir):
         self.work_dir = Path(work_dir)

@@ -231,7 +231,7 @@ def bench_converge(args, section):
     step_rows.append(("-", "ansible-playbook outside tasks (start, parsing, templating, SSH setup, play recap)", fmt(overhead), "-"))
     section.table(("floor step", "role task", "role s", "floor s"), step_rows, "Where the time goes, step by step (median, min–max):")
     rows, total = profile_rows(role_runs, host.name)
-    section.table(PROFILE_HEADER, rows, "The role's 10 slowest tasks in a first converge (per-task time from the bench_timing callback; "
+    section.table(PROFILE_HEADER, rows, "The role's 10 slowest tasks in a first converge (per-task time from the lab_json callback; "
                                         "all tasks together %.2f s, median):" % total)
     section.text(converge_reading(role_walls, floor_walls, tasks, floor_steps, beyond, overhead))
 
