@@ -14,7 +14,7 @@ description:
   - Writes the file named by the environment variable E(NSPAWN_LAB_ANSIBLE_JSON) when the
     play recap is reached (ad-hoc commands send it too); does nothing when it is not set.
   - A task's C(seconds) on a host run from the moment its worker starts (runner start) to its
-    result: the SSH round trip, the module run and, for async tasks, the polls.
+    result, so they include the SSH round trip, the module run and, for async tasks, the polls.
 options: {}
 """
 
