@@ -18,6 +18,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Ma
 from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import (
     SECTIONS, NspawnFile, NspawnSettingsError, check_setting, restart_required, to_values,
 )
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir
 from ansible_collections.nspawn.nixos.plugins.module_utils._util import Backend, settings_path, text_diff
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import ValidationError, check_machine_name
 
@@ -137,7 +138,9 @@ class SettingsBackend(Backend):
                 os.chmod(directory, DIR_MODE)
         if before is not None and self.module.params["backup"]:
             self.actions.append("backup")
-            self.result["backup_file"] = self.module.backup_local(path)
+            # The name backup_local() would choose; ansible-core < 2.17 copies even in check mode.
+            self.result["backup_file"] = (MachineDir.backup_name(path) if self.module.check_mode
+                                          else self.module.backup_local(path))
         self.actions.append("remove" if after is None else "write")
         if self.module.check_mode:
             return
