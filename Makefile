@@ -1,6 +1,7 @@
 # nspawn.nixos: every quality gate, from nothing, on a Debian 12 machine as root.
 #
-#   make test         everything CI runs (sanity, units, lint, build, integration, molecule, reliability)
+#   make test         everything CI runs (sanity, units, lint, build, integration, molecule, reliability, compat-quick)
+#   make compat       every other ansible-core version the collection claims: sanity, units, one integration target
 #   make demo         boot a lab host and show how to reach it
 #   make bench        benchmarks on lab hosts; figures into benchmarks/RESULTS.md (never fails on slowness)
 #   make reliability  bad input and faults on lab hosts, each against a snapshot of the host
@@ -23,7 +24,12 @@ SANITY_COPY := $(SANITY_ROOT)/ansible_collections/nspawn/nixos
 SANITY_PYTHON ?= 3.11
 GET_PIP_CACHE := $(HOME)/.ansible/test/cache
 # ansible-core 2.19's ansible-test bootstraps pip 24.2; list more versions here if that changes.
+# (tests/compat/run.sh reads the versions of the other ansible-core versions from their ansible-test.)
 GET_PIP_VERSIONS := 24_2
+# The other ansible-core versions of requires_ansible (tests/compat/versions); 2.19 is the main venv's.
+COMPAT_VERSIONS ?= $(shell awk '!/^\#/ && NF {print $$1}' tests/compat/versions)
+COMPAT_LOWEST := $(firstword $(COMPAT_VERSIONS))
+COMPAT_HIGHEST := $(lastword $(COMPAT_VERSIONS))
 LAB := PYTHONPATH=$(CURDIR)/tests $(BIN)/python -m lab
 LAB_NAME ?= dev
 LAB_RELEASES ?= 12
@@ -39,12 +45,13 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv collection-link test sanity units lint docs-lint changelog-lint build \
-        integration molecule reliability test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
+        integration molecule reliability compat compat-quick test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
 
 help:
 	@echo "make demo        boot a lab host (real systemd) and print how to reach it"
 	@echo "make test        every quality gate: sanity units lint build integration molecule reliability"
 	@echo "make sanity | units | lint | build | integration | molecule | reliability"
+	@echo "make compat      sanity, units, one integration target under every other ansible-core version claimed"
 	@echo "make test-real   opt-in: the default molecule scenario with the real upstream image (skipped offline)"
 	@echo "make bench       benchmarks on lab hosts, results in benchmarks/RESULTS.md"
 	@echo "make lab-build | lab-up [LAB_RELEASES='12 13'] | lab-status | lab-down"
@@ -79,7 +86,7 @@ collection-link:
 # downed at the end (and nothing of another run on the same machine).
 test: deps
 	@start=$$(date +%s); rc=0; run_id=make-test-$$$$-$$start; \
-	NSPAWN_LAB_RUN_ID=$$run_id $(MAKE) --no-print-directory sanity units lint build integration molecule reliability || rc=$$?; \
+	NSPAWN_LAB_RUN_ID=$$run_id $(MAKE) --no-print-directory sanity units lint build integration molecule reliability compat-quick || rc=$$?; \
 	$(LAB) down --all --run-id $$run_id >/dev/null 2>&1 || true; \
 	echo "make test: rc=$$rc in $$(( $$(date +%s) - start )) s"; exit $$rc
 
@@ -134,6 +141,21 @@ molecule: deps
 reliability: deps
 	@if ! ls tests/reliability/test_*.py >/dev/null 2>&1; then echo "reliability: no tests yet"; exit 0; fi; \
 	NSPAWN_LAB_REQUIRED=1 $(BIN)/pytest -p no:cacheprovider tests/reliability $(PYTEST_ARGS)
+
+# The collection under the other ansible-core versions it claims (tests/compat/versions): each in its own
+# venv on its own controller Python, ansible-test sanity (in /var/tmp/nspawn-nixos-sanity-compat-<v>), the
+# units, the nspawn_info integration target on a Debian 12 lab host; the lowest and the highest version
+# also compile and import the modules on the lowest target Python (3.9).
+compat: deps
+	@for v in $(COMPAT_VERSIONS); do \
+	  steps="venv sanity units integration"; \
+	  case "$$v" in $(COMPAT_LOWEST)|$(COMPAT_HIGHEST)) steps="$$steps sanity-lowest";; esac; \
+	  tests/compat/run.sh $$v $$steps || exit $$?; done
+
+# The part of `compat` in `make test`: the lowest and the highest version in full.
+compat-quick: deps
+	@for v in $(COMPAT_LOWEST) $(COMPAT_HIGHEST); do \
+	  tests/compat/run.sh $$v venv sanity units integration sanity-lowest || exit $$?; done
 
 # Opt-in, not part of `make test`: the default molecule scenario with the REAL upstream NixOS image instead of
 # the lab's fixture. Skipped, saying why, where the image cannot be downloaded (as on the project's own machines).
