@@ -30,6 +30,9 @@ GET_PIP_VERSIONS := 24_2
 COMPAT_VERSIONS ?= $(shell awk '!/^\#/ && NF {print $$1}' tests/compat/versions)
 COMPAT_LOWEST := $(firstword $(COMPAT_VERSIONS))
 COMPAT_HIGHEST := $(lastword $(COMPAT_VERSIONS))
+# The collection as an execution environment: ansible-builder create writes the build context here.
+EE_CONTEXT := $(CURDIR)/tests/output/ee
+COLLECTION_VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
 LAB := PYTHONPATH=$(CURDIR)/tests $(BIN)/python -m lab
 LAB_NAME ?= dev
 LAB_RELEASES ?= 12
@@ -45,13 +48,14 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv collection-link test sanity units lint docs-lint changelog-lint build \
-        integration molecule reliability compat compat-quick test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
+        integration molecule reliability compat compat-quick ee-context ee-check test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
 
 help:
 	@echo "make demo        boot a lab host (real systemd) and print how to reach it"
 	@echo "make test        every quality gate: sanity units lint build integration molecule reliability"
 	@echo "make sanity | units | lint | build | integration | molecule | reliability"
 	@echo "make compat      sanity, units, one integration target under every other ansible-core version claimed"
+	@echo "make ee-context  the execution environment's build context (ansible-builder create; needs make build)"
 	@echo "make test-real   opt-in: the default molecule scenario with the real upstream image (skipped offline)"
 	@echo "make bench       benchmarks on lab hosts, results in benchmarks/RESULTS.md"
 	@echo "make lab-build | lab-up [LAB_RELEASES='12 13'] | lab-status | lab-down"
@@ -105,8 +109,30 @@ units: deps
 	@if ! ls -d tests/unit >/dev/null 2>&1; then echo "units: no tests yet"; exit 0; fi; \
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-lint: deps docs-lint changelog-lint
+lint: deps docs-lint changelog-lint ee-check
 	$(BIN)/ansible-lint --offline -q
+
+# ansible-builder create: the build context of the execution environment (no image is built here),
+# from the tarball of `make build`.
+ee-context: deps
+	@tarball=tests/output/build/nspawn-nixos-$(COLLECTION_VERSION).tar.gz; \
+	if [ ! -f "$$tarball" ]; then echo "ee-context: $$tarball is missing: run make build first"; exit 1; fi; \
+	grep -q "collections/nspawn-nixos-$(COLLECTION_VERSION).tar.gz" execution-environment.yml || { \
+	  echo "ee-context: execution-environment.yml does not name nspawn-nixos-$(COLLECTION_VERSION).tar.gz (galaxy.yml's version)"; exit 1; }
+	rm -rf $(EE_CONTEXT)
+	$(BIN)/ansible-builder create -f execution-environment.yml -c $(EE_CONTEXT) --output-filename Containerfile
+	@cmp tests/output/build/nspawn-nixos-$(COLLECTION_VERSION).tar.gz $(EE_CONTEXT)/_build/collections/nspawn-nixos-$(COLLECTION_VERSION).tar.gz
+	@grep -qx -- '- name: collections/nspawn-nixos-$(COLLECTION_VERSION).tar.gz' $(EE_CONTEXT)/_build/requirements.yml
+	@grep -q 'ansible-galaxy collection install .*-r requirements.yml' $(EE_CONTEXT)/Containerfile
+	@echo "ee-context: $(EE_CONTEXT) (Containerfile, the collection tarball, requirements.yml)"
+
+# In `make lint`: the context from a fresh tarball, and the clear failure without one.
+ee-check: build
+	@out=$$($(MAKE) --no-print-directory ee-context COLLECTION_VERSION=0.0.0-missing 2>&1) \
+	  && { echo "ee-check: ee-context passed without a tarball"; exit 1; } || true; \
+	echo "$$out" | grep -q "nspawn-nixos-0.0.0-missing.tar.gz is missing: run make build first" \
+	  || { echo "ee-check: no clear failure without the tarball:"; echo "$$out"; exit 1; }
+	$(MAKE) --no-print-directory ee-context
 
 docs-lint: deps
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck $(COLLECTION_LINK)
