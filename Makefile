@@ -48,7 +48,7 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps venv collection-link test sanity units lint docs-lint changelog-lint build \
-        integration molecule reliability compat compat-quick ee-context ee-check test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
+        integration molecule reliability compat compat-quick ee-context ee-check workflow-lint test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
 
 help:
 	@echo "make demo        boot a lab host (real systemd) and print how to reach it"
@@ -109,8 +109,13 @@ units: deps
 	@if ! ls -d tests/unit >/dev/null 2>&1; then echo "units: no tests yet"; exit 0; fi; \
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-lint: deps docs-lint changelog-lint ee-check
+lint: deps docs-lint changelog-lint workflow-lint ee-check
 	$(BIN)/ansible-lint --offline -q
+
+# The GitHub Actions workflow (.github/workflows/), checked with actionlint (it is not run here).
+workflow-lint: deps
+	$(BIN)/actionlint -no-color .github/workflows/*.yml
+	@echo "actionlint: $$(ls .github/workflows/*.yml | wc -l) workflow(s) ok"
 
 # ansible-builder create: the build context of the execution environment (no image is built here),
 # from the tarball of `make build`.
