@@ -154,7 +154,7 @@ def profile_rows(runs, host=None, top=10):
     """The `top` tasks by median seconds: (rank, task, action, status, median s, share of the task total)."""
     tasks = per_task(runs, host)
     total = sum(median(entry["seconds"]) for entry in tasks.values())
-    ordered = sorted(tasks.items(), key=lambda item: -median(item[1]["seconds"]))[:top]
+    ordered = sorted(tasks.items(), key=lambda item: median(item[1]["seconds"]), reverse=True)[:top]
     return [(rank, name, entry["action"], "/".join(sorted(entry["status"])), "%.2f" % median(entry["seconds"]),
              "%.0f %%" % (100 * median(entry["seconds"]) / total if total else 0))
             for rank, name, entry in ((rank, name, entry) for rank, (name, entry) in enumerate(ordered, 1))], total
@@ -242,7 +242,7 @@ def converge_reading(role_walls, floor_walls, tasks, floor_steps, beyond, overhe
         return median(tasks.get(name, {}).get("seconds", [])) or 0.0
     pull_floor = median([steps.get("pull", 0.0) for steps in floor_steps])
     start_floor = median([steps.get("start", 0.0) + steps.get("enable", 0.0) + steps.get("wait", 0.0) for steps in floor_steps])
-    slowest_beyond = sorted(beyond.items(), key=lambda item: -median(item[1]["seconds"]))[:4]
+    slowest_beyond = sorted(beyond.items(), key=lambda item: median(item[1]["seconds"]), reverse=True)[:4]
     return (
         "**Where the time goes.** The role takes %.2f s against the floor's %.2f s (median), %.2f s more. "
         "Fetching the image: %.2f s in the role against %.2f s in the floor. The module pulls the same way (`importctl pull-tar` "

@@ -23,6 +23,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import (
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import settings_path
+from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name
 
 FILE_MODE = 0o644
@@ -144,8 +145,9 @@ class SettingsBackend(Backend):
         else:
             steps.append(Step("write", functools.partial(self._write, path, after)))
         if not apply(self, steps) and before is not None and self.module.params["backup"]:
-            # Check mode: the name the backup would have (backup_local copies nothing in check mode).
-            self.result["backup_file"] = self.module.backup_local(path)
+            # Check mode: the name backup_local() would choose (not backup_local() itself: before ansible-core 2.17
+            # it copies in check mode too).
+            self.result["backup_file"] = MachineDir.backup_name(path)
 
     def _create_directory(self, directory):
         self.actions.append("create_directory")
