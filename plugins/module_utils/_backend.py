@@ -18,8 +18,8 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._runner import Runner
 
 
 def machine_argument_spec(**options):
-    """The argument spec of a module that changes one machine: name and lock_timeout (the doc fragments
-    nspawn.nixos.name and nspawn.nixos.lock), and the module's own options."""
+    """The argument spec of a module that changes one machine: name and lock_timeout (the doc fragment
+    nspawn.nixos.machine), and the module's own options."""
     spec = dict(name=dict(type="str", required=True), lock_timeout=dict(type="int", default=600))
     spec.update(options)
     return spec

@@ -25,8 +25,7 @@ author:
   - nspawn.nixos developers (@nspawn-nixos)
 extends_documentation_fragment:
   - nspawn.nixos.attributes
-  - nspawn.nixos.name
-  - nspawn.nixos.lock
+  - nspawn.nixos.machine
 options:
   state:
     description:

@@ -97,7 +97,7 @@ def module_options(module):
         source = handle.read()
     doc = yaml.safe_load(re.search(r'DOCUMENTATION = r"""(.*?)"""', source, re.S).group(1))
     options = dict(doc.get("options") or {})
-    options.setdefault("name", {"type": "str"})  # from the doc fragment nspawn.nixos.name
+    options.setdefault("name", {"type": "str"})  # from the doc fragment nspawn.nixos.machine
     options.setdefault("lock_timeout", {"type": "int"})
     return options
 

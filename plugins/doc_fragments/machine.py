@@ -8,9 +8,18 @@ from __future__ import annotations
 
 class ModuleDocFragment:
 
-    # The per-machine lock of the modules that change a machine, its image, settings or configuration.
+    # The options of every module that changes one machine (its image, settings, NixOS configuration or state):
+    # the machine's name and the per-machine lock. _backend.machine_argument_spec() is their argument spec.
     DOCUMENTATION = r"""
 options:
+  name:
+    description:
+      - Name of the machine, which is also the name of its image in C(/var/lib/machines) and of
+        its settings file C(/etc/systemd/nspawn/NAME.nspawn).
+      - Follows the rules of C(machinectl) for machine names (host names) - 1 to 64 characters from
+        V(a-z), V(A-Z), V(0-9), V(-), V(_) and V(.); not starting or ending with V(-) or V(.); no V(..).
+    type: str
+    required: true
   lock_timeout:
     description:
       - Seconds to wait for another task that is changing the same machine (its image, settings file, NixOS
