@@ -237,6 +237,10 @@ class ImageBackend(Backend):
                 plan.extend(["remove", "pull"] if how == "pull" else ["replace"])
         exported = bool(export_to) and os.path.exists(export_to)
         if export_to and (not exported or params["force"]):
+            if not mc.importd_available():
+                # machinectl/importctl export-* are importd's: fail before any step of the plan runs.
+                raise ValidationError("export_to: exporting needs systemd-importd, which this host does not have "
+                                      "(not installed, or not shipped by the distribution); nothing was changed")
             plan.append("export")
             if image is not None and mc.show(name) is not None:
                 self.module.warn("machine %s is running: the export of its image may be inconsistent" % name)
