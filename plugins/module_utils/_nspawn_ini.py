@@ -42,7 +42,10 @@ whitespace-separated items (Capability=CAP_A CAP_B); replaced_by: the newer name
 # From the parser tables (src/nspawn/nspawn-gperf.gperf) of every release v226..v256 and a
 # current main snapshot (the same keys as v256, so also 257), cross-checked with the
 # "Added in version" notes of systemd.nspawn(5); the man page is later only for KillSignal=
-# (230; the parser has it since 226). "*" marks keys whose repeated lines add up (Bind=,
+# (230; the parser has it since 226). The keys of 258..262 are those systemd-nspawn 262
+# (Debian sid, the lab's debian-sid host) parses beyond 257's, with the versions its
+# systemd.nspawn(5) gives: BindUserShell= 258, NamespacePath= 259, PrivateUsersDelegate= 260,
+# RestrictAddressFamilies= 261 ("the same list parameter" as --restrict-address-families=). "*" marks keys whose repeated lines add up (Bind=,
 # Port=, ...; for the others a later line overrides an earlier one), "+" keys whose value
 # is split at whitespace into several items (their parsers loop over extract_first_word()).
 _TABLE = """
@@ -58,14 +61,18 @@ Exec 239 LimitMEMLOCK LimitLOCKS LimitSIGPENDING LimitMSGQUEUE LimitNICE LimitRT
 Exec 240 Ephemeral
 Exec 248 AmbientCapability*+
 Exec 250 SuppressSync
+Exec 260 PrivateUsersDelegate
+Exec 261 RestrictAddressFamilies*+
 Files 226 ReadOnly Volatile Bind* BindReadOnly* TemporaryFileSystem*
 Files 230 PrivateUsersChown
 Files 233 Overlay* OverlayReadOnly*
 Files 242 Inaccessible*
 Files 249 BindUser*+ PrivateUsersOwnership
+Files 258 BindUserShell
 Network 226 Private VirtualEthernet Interface*+ MACVLAN*+ IPVLAN*+ Bridge Port*
 Network 228 VirtualEthernetExtra*
 Network 230 Zone
+Network 259 NamespacePath
 """
 # Old names the parser still accepts.
 _REPLACED = {("Files", "PrivateUsersChown"): "PrivateUsersOwnership"}
