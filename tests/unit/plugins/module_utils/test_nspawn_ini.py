@@ -379,3 +379,23 @@ def test_check_setting_single_value_keys():
 ])
 def test_restart_required(before, after, required):
     assert restart_required(before, after) is required
+
+
+@pytest.mark.parametrize("value, version, needs", [
+    ("/srv/rw:/mnt/rw:idmap", 247, 250),
+    ("/srv/rw:/mnt/rw:rbind,noidmap", 249, 250),
+    ("/srv/rw:/mnt/rw:rootidmap", 250, 252),
+    ("/srv/rw:/mnt/rw:owneridmap", 255, 256),
+])
+def test_bind_options_newer_than_the_host_are_refused(value, version, needs):
+    """systemd-nspawn 247 (the lab's debian11 host) fails to start a machine with Bind=...:idmap."""
+    with pytest.raises(NspawnSettingsError, match=r"bind option \w+ needs systemd %d or later; this host runs systemd %d$" % (needs, version)):
+        check_setting("Files", "Bind", [value], version)
+
+
+@pytest.mark.parametrize("value, version", [
+    ("/srv/rw:/mnt/rw:idmap", 250), ("/srv/rw:/mnt/rw:rootidmap", 252), ("/srv/rw:/mnt/rw:owneridmap", 257),
+    ("/srv/rw:/mnt/rw:norbind", 247), ("/srv/rw:/mnt/rw", 247), ("/srv/rw:/mnt/rw:idmap", None),
+])
+def test_bind_options_the_host_knows_are_accepted(value, version):
+    assert check_setting("Files", "BindReadOnly", [value], version).multi
