@@ -65,10 +65,11 @@ class Release:
     name: str             # host names and test ids: "debian12", "debian12-backports", "debian-sid"
     codename: str         # the debootstrap suite: "bookworm"
     unified_cgroup: bool  # boot with SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 (pure cgroup2 inside)
-    major: str            # Debian's major version as Ansible reports it (ansible_distribution_major_version)
+    major: str            # ansible_distribution_major_version; "" for sid (Ansible says "<next codename>/sid")
     backports: bool = False  # systemd (and what it needs) from <codename>-backports
     importd: bool = True  # False: systemd-importd's files removed from systemd-container
     stands_for: str = ""
+    extra_packages: tuple = ()  # installed on this release's hosts besides HOST_PACKAGES
 
     @property
     def group(self):
@@ -94,8 +95,12 @@ RELEASES = {
                             stands_for="a host where systemd-importd is missing or denied (SELinux on Fedora)"),
     "13": Release("13", "debian13", "trixie", unified_cgroup=True, major="13",
                   stands_for="systemd 257 as in Fedora 42 and RHEL/Rocky 10, importctl"),
+    # systemd >= 258 loads libcurl at run time and sid's systemd-container only suggests it:
+    # without libcurl4t64 importd fails every pull ("Failed to allocate puller: Operation not
+    # supported"). Installed here as an administrator would; nspawn_image downloads by itself
+    # where it is missing (unit-tested).
     "sid": Release("sid", "debian-sid", "sid", unified_cgroup=True, major="",
-                   stands_for="the newest systemd Debian has (Fedora 43 ships 258)"),
+                   stands_for="the newest systemd Debian has (Fedora 43 ships 258)", extra_packages=("libcurl4t64",)),
 }
 
 # What a lab boots when nothing says otherwise (`lab up`, pytest without
@@ -157,7 +162,7 @@ class Recipe:
 def host_recipe(version):
     """The recipe of the lab host rootfs of a release."""
     rel = release(version)
-    return Recipe(rel.recipe_name, "host", rel.codename, HOST_PACKAGES, LAB_DIR / "hostfs",
+    return Recipe(rel.recipe_name, "host", rel.codename, HOST_PACKAGES + rel.extra_packages, LAB_DIR / "hostfs",
                   backports=BACKPORTS_PACKAGES if rel.backports else (), remove_importd=not rel.importd)
 
 
