@@ -27,6 +27,10 @@ GET_PIP_VERSIONS := 24_2
 LAB := PYTHONPATH=$(CURDIR)/tests $(BIN)/python -m lab
 LAB_NAME ?= dev
 LAB_RELEASES ?= 12
+# The lab hosts the module integration targets run on (tests/lab/images.py RELEASES; "all": the
+# whole matrix, Debian 11, 12, 12-backports, 12-noimportd, 13, sid). The default molecule
+# scenario names its own (all of them); the other scenarios and reliability run on 12 and 13.
+MATRIX_RELEASES ?= all
 PYTEST_ARGS ?=
 
 APT_PACKAGES := systemd-container debootstrap socat xz-utils pigz nix-bin openssh-client e2fsprogs procps \
@@ -47,7 +51,8 @@ help:
 	@echo "make sanity | units | lint | build | integration | molecule | reliability"
 	@echo "make test-real   opt-in: the default molecule scenario with the real upstream image (skipped offline)"
 	@echo "make bench       benchmarks on lab hosts, results in benchmarks/RESULTS.md"
-	@echo "make lab-build | lab-up [LAB_RELEASES='12 13'] | lab-status | lab-down"
+	@echo "make lab-build | lab-up [LAB_RELEASES='12 13 sid'] | lab-status | lab-down"
+	@echo "make integration MATRIX_RELEASES='11 12-noimportd'   a part of the lab matrix (default: all)"
 
 # --- installation -------------------------------------------------------------------------
 
@@ -123,7 +128,7 @@ build: deps
 
 integration: deps
 	@if ! ls tests/integration/test_*.py >/dev/null 2>&1; then echo "integration: no targets yet"; exit 0; fi; \
-	NSPAWN_LAB_REQUIRED=1 $(BIN)/pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	NSPAWN_LAB_REQUIRED=1 NSPAWN_LAB_RELEASES="$(MATRIX_RELEASES)" $(BIN)/pytest -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 
 molecule: deps
 	@scenarios=$$(ls -d extensions/molecule/*/ 2>/dev/null | xargs -rn1 basename | grep -v '^shared$$' || true); \
