@@ -27,6 +27,7 @@ IMPORTD_BINARIES = ("/usr/lib/systemd/systemd-importd", "/lib/systemd/systemd-im
 # package); from 258 on importd loads it at run time, and Debian's systemd-container only
 # suggests libcurl4t64: without it `pull-tar` fails with "Failed to allocate puller: Operation
 # not supported" (seen on the lab's debian-sid host, systemd 262).
+LIBCURL_DLOPEN_VERSION = 258
 LIBCURL_GLOBS = ("/usr/lib/*-linux-gnu/libcurl.so.4*", "/usr/lib64/libcurl.so.4*", "/usr/lib/libcurl.so.4*",
                  "/lib/*-linux-gnu/libcurl.so.4*", "/lib64/libcurl.so.4*")
 POLL_INTERVAL = 0.2
@@ -189,9 +190,12 @@ class Machinectl(object):
     def importd_available():
         return any(os.path.exists(path) for path in IMPORTD_BINARIES)
 
-    @staticmethod
-    def importd_can_download():
-        """Whether importd finds the libcurl it downloads with (see LIBCURL_GLOBS)."""
+    def importd_can_download(self):
+        """Whether importd can download: before 258 libcurl is linked in (the package depends on
+        it, under whatever name, e.g. Debian 11's libcurl3-gnutls); from 258 on it must be found
+        at run time (see LIBCURL_GLOBS). Needs probe_version() first."""
+        if self.version < LIBCURL_DLOPEN_VERSION:
+            return True
         return any(glob.glob(pattern) for pattern in LIBCURL_GLOBS)
 
     # -- queries ------------------------------------------------------------
