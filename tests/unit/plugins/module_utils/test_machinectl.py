@@ -318,8 +318,9 @@ def test_show_of_a_vanishing_machine_asks_again(clock):
         mc.show_image("nixos")  # images: not retried, an error
 
 
-@pytest.mark.parametrize("version, libcurl, expected", [(247, False, True), (257, False, True), (258, False, False),
-                                                         (262, False, False), (262, True, True)])
+@pytest.mark.parametrize("version, libcurl, expected", [
+    (247, False, True), (257, False, True), (258, False, False), (262, False, False), (262, True, True),
+])
 def test_importd_can_download(tmp_path, monkeypatch, version, libcurl, expected):
     """Before 258 importd links libcurl (whatever its file is called); from 258 on it loads libcurl.so.4."""
     lib = tmp_path / "usr/lib/x86_64-linux-gnu"
