@@ -124,6 +124,7 @@ EXAMPLES = r"""
         mode: "0644"
 """
 
+import re
 import shlex
 
 from ansible.errors import AnsibleConnectionFailure
@@ -133,6 +134,9 @@ from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
 display = Display()
+
+# SGR sequences (ESC [ ... m): machinectl 247 colors its error messages also when stderr is a pipe.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 # How systemd-run itself begins when it cannot reach the machine (it stopped after the check at connect).
 _UNREACHABLE = ("Failed to connect to bus", "Failed to create bus connection")
@@ -232,6 +236,11 @@ class Connection(ConnectionBase):
             argv += ["--uid", user]
         return self._host_argv(argv + ["/bin/sh", "-c", command])
 
+    @staticmethod
+    def _tool_text(err):
+        """A host tool's stderr as text, without the color escapes systemd 247's tools write even into a pipe."""
+        return _ANSI_ESCAPE.sub("", to_text(err, errors="surrogate_or_strict")).strip()
+
     def _check_machine(self):
         """Fail with one line unless machined knows the machine as running."""
         machine = self.get_option("machine")
@@ -239,7 +248,7 @@ class Connection(ConnectionBase):
         rc, out, err = self._host_connection().exec_command(self._host_argv(argv), sudoable=False)
         state = to_text(out, errors="surrogate_or_strict").strip()
         if rc != 0 or state != "running":
-            why = to_text(err, errors="surrogate_or_strict").strip().splitlines()
+            why = self._tool_text(err).splitlines()
             raise AnsibleConnectionFailure("%s is %s%s" % (
                 self._where(), "not running (state %s)" % state if rc == 0 else "missing or not running",
                 " (%s)" % why[-1] if why else ""))
@@ -250,7 +259,7 @@ class Connection(ConnectionBase):
         display.vvv("EXEC in %s: %s" % (self._where(), cmd), host=self.get_option("host"))
         rc, out, err = self._host_connection().exec_command(self._inside(cmd), in_data=in_data, sudoable=False)
         if rc != 0:
-            text = to_text(err, errors="surrogate_or_strict").strip()
+            text = self._tool_text(err)
             if text.startswith(_UNREACHABLE):
                 raise AnsibleConnectionFailure("%s is not reachable: %s" % (self._where(), text.splitlines()[0]))
         return rc, out, err

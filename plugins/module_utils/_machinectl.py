@@ -11,6 +11,7 @@ here, so that no module repeats them. Private module: not a public API.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -23,6 +24,13 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._runner import output
 # work there but only redirect to it.
 IMPORTCTL_MIN_VERSION = 256
 IMPORTD_BINARIES = ("/usr/lib/systemd/systemd-importd", "/lib/systemd/systemd-importd")
+# importd downloads with libcurl. Up to systemd 257 it is linked in (a dependency of the
+# package); from 258 on importd loads it at run time, and Debian's systemd-container only
+# suggests libcurl4t64: without it `pull-tar` fails with "Failed to allocate puller: Operation
+# not supported" (seen on the lab's debian-sid host, systemd 262).
+LIBCURL_DLOPEN_VERSION = 258
+LIBCURL_GLOBS = ("/usr/lib/*-linux-gnu/libcurl.so.4*", "/usr/lib64/libcurl.so.4*", "/usr/lib/libcurl.so.4*",
+                 "/lib/*-linux-gnu/libcurl.so.4*", "/lib64/libcurl.so.4*")
 POLL_INTERVAL = 0.2
 # Right after a machine stopped, `machinectl remove` can fail with EBUSY for a moment (measured: up
 # to a second or two on a loaded host, more when several labs share two CPUs): try for REMOVE_BUSY_SECONDS.
@@ -180,6 +188,14 @@ class Machinectl:
     @staticmethod
     def importd_available():
         return any(os.path.exists(path) for path in IMPORTD_BINARIES)
+
+    def importd_can_download(self):
+        """Whether importd can download: before 258 libcurl is linked in (the package depends on
+        it, under whatever name, e.g. Debian 11's libcurl3-gnutls); from 258 on it must be found
+        at run time (see LIBCURL_GLOBS). Needs probe_version() first."""
+        if self.version < LIBCURL_DLOPEN_VERSION:
+            return True
+        return any(glob.glob(pattern) for pattern in LIBCURL_GLOBS)
 
     # -- queries ------------------------------------------------------------
 

@@ -42,7 +42,10 @@ whitespace-separated items (Capability=CAP_A CAP_B); replaced_by: the newer name
 # From the parser tables (src/nspawn/nspawn-gperf.gperf) of every release v226..v256 and a
 # current main snapshot (the same keys as v256, so also 257), cross-checked with the
 # "Added in version" notes of systemd.nspawn(5); the man page is later only for KillSignal=
-# (230; the parser has it since 226). "*" marks keys whose repeated lines add up (Bind=,
+# (230; the parser has it since 226). The keys of 258..262 are those systemd-nspawn 262
+# (Debian sid, the lab's debian-sid host) parses beyond 257's, with the versions its
+# systemd.nspawn(5) gives: BindUserShell= 258, NamespacePath= 259, PrivateUsersDelegate= 260,
+# RestrictAddressFamilies= 261 ("the same list parameter" as --restrict-address-families=). "*" marks keys whose repeated lines add up (Bind=,
 # Port=, ...; for the others a later line overrides an earlier one), "+" keys whose value
 # is split at whitespace into several items (their parsers loop over extract_first_word()).
 _TABLE = """
@@ -58,14 +61,18 @@ Exec 239 LimitMEMLOCK LimitLOCKS LimitSIGPENDING LimitMSGQUEUE LimitNICE LimitRT
 Exec 240 Ephemeral
 Exec 248 AmbientCapability*+
 Exec 250 SuppressSync
+Exec 260 PrivateUsersDelegate
+Exec 261 RestrictAddressFamilies*+
 Files 226 ReadOnly Volatile Bind* BindReadOnly* TemporaryFileSystem*
 Files 230 PrivateUsersChown
 Files 233 Overlay* OverlayReadOnly*
 Files 242 Inaccessible*
 Files 249 BindUser*+ PrivateUsersOwnership
+Files 258 BindUserShell
 Network 226 Private VirtualEthernet Interface*+ MACVLAN*+ IPVLAN*+ Bridge Port*
 Network 228 VirtualEthernetExtra*
 Network 230 Zone
+Network 259 NamespacePath
 """
 # Old names the parser still accepts.
 _REPLACED = {("Files", "PrivateUsersChown"): "PrivateUsersOwnership"}
@@ -229,6 +236,12 @@ def _check_port(value):
 # Bind mount options systemd-nspawn knows (src/nspawn/nspawn-mount.c, parse_mount_bind_options); it refuses
 # any other word ("Invalid bind mount option") and the machine does not start.
 BIND_OPTIONS = ("rbind", "norbind", "idmap", "noidmap", "rootidmap", "owneridmap")
+# The first systemd whose nspawn knows a bind option (the others are older than any supported
+# systemd). Read from the lab hosts' systemd-nspawn binaries: none of the idmap options in 247;
+# idmap, noidmap, rootidmap in 252 and 254; owneridmap in 257. Within those bounds: idmap and
+# noidmap came with 250 (systemd PR 19828), rootidmap with 252 (PR 24467), owneridmap with 256
+# (PR 30080, opened after 255's feature freeze).
+BIND_OPTION_SINCE = {"idmap": 250, "noidmap": 250, "rootidmap": 252, "owneridmap": 256}
 
 
 def _source(path, where):
@@ -310,7 +323,21 @@ def check_setting(section, key, values, systemd_version=None):
     for value in values:
         if (section, key) in VALUE_CHECKS:
             VALUE_CHECKS[(section, key)](value)
+        if (section, key) in (("Files", "Bind"), ("Files", "BindReadOnly")) and systemd_version is not None:
+            _check_bind_options_version(value, key, systemd_version)
     return spec
+
+
+def _check_bind_options_version(value, key, systemd_version):
+    """A bind option the host's systemd-nspawn does not know makes the machine fail to start: refuse it."""
+    parts = value.split(":", 2)
+    if len(parts) < 3:
+        return
+    for word in parts[2].split(","):
+        since = BIND_OPTION_SINCE.get(word)
+        if since and _major(systemd_version) < since:
+            raise NspawnSettingsError("[Files] %s=%s: the bind option %s needs systemd %d or later; this host runs systemd %s"
+                                      % (key, value, word, since, systemd_version))
 
 
 class NspawnFile:

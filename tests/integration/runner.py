@@ -140,6 +140,8 @@ class AnsibleRunner:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_DEPRECATION_WARNINGS": "True",
+            # One fork per lab host (the matrix has more hosts than the default 5 forks).
+            "ANSIBLE_FORKS": "16",
             "PYTHONUNBUFFERED": "1",
         })
         if json_path:

@@ -168,9 +168,16 @@ def _check_image_results(run, host, lab):
     downloaded = run.result("Download unverified | real 1", host)
     assert downloaded["sha256"] == served_sha256, downloaded
     assert any("is not verified" in warning and served_sha256 in warning for warning in downloaded["warnings"]), downloaded
-    pulled = run.result("Pull unverified | real 1", host)
-    assert pulled["actions"] == ["pull", "record_origin"] and pulled["sha256"] is None, pulled
-    assert any("is not verified" in warning for warning in pulled["warnings"]), pulled
+    if lab.host(host).importd:
+        pulled = run.result("Pull unverified | real 1", host)
+        assert pulled["actions"] == ["pull", "record_origin"] and pulled["sha256"] is None, pulled
+        assert any("is not verified" in warning for warning in pulled["warnings"]), pulled
+    else:
+        # No importd: a pull is refused, auto downloads (sha256 known), an export is refused.
+        assert "method: pull needs systemd-importd" in run.result("No importd pull | real fails", host)["msg"]
+        auto = run.result("No importd auto | real 1", host)
+        assert auto["actions"] == ["download", "import", "record_origin"] and auto["sha256"] == served_sha256, auto
+        assert "systemd-importd" in run.result("No importd export | real fails", host)["msg"]
     for task in ("Pinned sha256 | real 1", "SHA256SUMS URL | real 1", "File URL | real 1"):
         assert run.result(task, host)["sha256"] == served_sha256, run.result(task, host)
     drift = run.result("Drift of url and sha256 | real 1", host)

@@ -106,8 +106,10 @@ class Builder:
 
     # -- the plan --------------------------------------------------------------------
 
-    def ensure(self):
-        """Build whatever the current recipes need and the cache lacks; return Artifacts."""
+    def ensure(self, releases=None):
+        """Build whatever the current recipes of `releases` (default: every release) and the
+        fixture image need and the cache lacks; return Artifacts with the roots of those
+        releases. Entries of the other releases' current recipes are kept, not pruned."""
         missing = missing_tools()
         if missing:
             raise BuildError("missing commands: %s; install the Debian packages %s"
@@ -123,13 +125,16 @@ class Builder:
                 extra = pubkey if recipe.kind == "host" else ""
                 parent = "images" if recipe.kind == "fixture" else "rootfs"
                 targets[recipe.name] = (recipe, self.cache / parent / ("%s-%s" % (recipe.name, recipe.key(extra))))
-            todo = [(recipe, target) for recipe, target in targets.values() if self.force or not target.exists()]
+            wanted = {images.release(version).recipe_name for version in (releases or images.RELEASES)} | {images.FIXTURE_RECIPE.name}
+            todo = [(recipe, target) for recipe, target in targets.values()
+                    if recipe.name in wanted and (self.force or not target.exists())]
             if todo:
                 self._build_bases([recipe for recipe, _target in todo])
                 self._parallel(self._finish, [(recipe, target, pubkey) for recipe, target in todo])
                 self.timings["total"] = time.monotonic() - start
                 self._prune({target for _recipe, target in targets.values()}, {recipe.base_key() for recipe, _target in targets.values()})
-        host_roots = {version: targets[images.release(version).recipe_name][1] for version in images.RELEASES}
+        host_roots = {images.release(version).version: targets[images.release(version).recipe_name][1]
+                      for version in (releases or images.RELEASES)}
         return Artifacts(host_roots, targets[images.FIXTURE_RECIPE.name][1], ssh_key, self.timings)
 
     @contextmanager
@@ -153,7 +158,7 @@ class Builder:
     # -- stage 1: debootstrap ------------------------------------------------------------
 
     def _base_dir(self, recipe):
-        return self.cache / "base" / ("%s-%s" % (recipe.name, recipe.base_key()))
+        return self.cache / "base" / ("%s-%s" % (recipe.base_name, recipe.base_key()))
 
     def _build_bases(self, recipes):
         """debootstrap every missing base, all at once (network and dpkg overlap well)."""
@@ -183,9 +188,22 @@ class Builder:
             started = time.monotonic()
             self._run(["debootstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages), recipe.suite, str(root), config.mirror()],
                       recipe.name + "-debootstrap", debootstrap_log=root / "debootstrap" / "debootstrap.log")
+            if recipe.backports:
+                self._install_backports(root, recipe)
             for deb in (root / "var/cache/apt/archives").glob("*.deb"):
                 deb.unlink()
             self._timing(recipe.name, "debootstrap", started)
+
+    def _install_backports(self, root, recipe):
+        """Upgrade recipe.backports from <suite>-backports (debootstrap cannot mix suites)."""
+        suite = recipe.suite + "-backports"
+        self.log("[%s] apt-get install -t %s %s ..." % (recipe.name, suite, " ".join(recipe.backports)))
+        (root / "etc/apt/sources.list.d/backports.list").write_text("deb %s %s main\n" % (config.mirror(), suite))
+        chroot = ["unshare", "--mount", "--pid", "--fork", "--mount-proc=%s" % (root / "proc"), "chroot", str(root),
+                  "env", "DEBIAN_FRONTEND=noninteractive"]
+        self._run(chroot + ["apt-get", "update", "-q"], recipe.name + "-apt-update")
+        self._run(chroot + ["apt-get", "install", "-y", "-q", "--no-install-recommends", "-t", suite, *recipe.backports],
+                  recipe.name + "-backports")
 
     # -- stage 2: configure (and pack) -----------------------------------------------------
 
@@ -219,7 +237,10 @@ class Builder:
             old_key.unlink()
         self._run(["ssh-keygen", "-A", "-f", str(root)], recipe.name + "-hostkeys")
         self._systemctl(root, recipe, "enable", "nspawn-nixos-lab-images.service")
-        self._finish_root(root, recipe)
+        removed = remove_importd(root) if recipe.remove_importd else []
+        if recipe.remove_importd:
+            self.log("[%s] removed systemd-importd: %s" % (recipe.name, " ".join(removed)))
+        self._finish_root(root, recipe, {"importd_removed": removed} if recipe.remove_importd else {})
 
     def _configure_fixture(self, root, recipe):
         """The fixture image, laid out like the upstream tarball (tests/lab/fixture/README.md):
@@ -280,7 +301,7 @@ class Builder:
                             info.size, info.mode, info.mtime = len(contents[name]), 0o644, 1
                             tar.addfile(info, io.BytesIO(contents[name]))
 
-    def _finish_root(self, root, recipe):
+    def _finish_root(self, root, recipe, extra_info=None):
         """Steps every root gets: masked apt timers, an empty machine-id, build info."""
         self._systemctl(root, recipe, "mask", *APT_TIMERS)
         # Empty: systemd treats the first boot as such and every host gets its own id
@@ -291,7 +312,7 @@ class Builder:
             dbus_id.unlink()
         info = {"recipe": recipe.name, "suite": recipe.suite, "packages": list(recipe.packages),
                 "systemd_version": systemd_version(root), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "recipe_version": images.RECIPE_VERSION}
+                "recipe_version": images.RECIPE_VERSION, "importd": importd_installed(root), **(extra_info or {})}
         (root / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
     def _pack(self, root, out_dir):
@@ -414,6 +435,38 @@ def link_sw_bin(root):
                     break
             else:
                 raise BuildError("sw-bin.list: no %s in the fixture image" % name)
+
+
+# What makes systemd-importd (and so `machinectl pull-*`, `import-*`, `export-*` and importctl)
+# work, by file name in systemd-container's file list: the daemon, the helpers it runs, its
+# units (service, and the socket of newer versions), its D-Bus service and policy files and
+# its polkit actions. Removing them leaves a host as one whose systemd was built without
+# importd: machinectl and importctl are there, D-Bus cannot activate org.freedesktop.import1.
+IMPORTD_FILE_NAMES = ("systemd-importd", "systemd-import", "systemd-import-fs", "systemd-pull", "systemd-export",
+                      "systemd-importd.service", "systemd-importd.socket", "dbus-org.freedesktop.import1.service",
+                      "org.freedesktop.import1.service", "org.freedesktop.import1.conf", "org.freedesktop.import1.policy")
+
+
+def remove_importd(root):
+    """Delete systemd-importd's files (IMPORTD_FILE_NAMES, as listed by dpkg for
+    systemd-container) from `root`; return their paths. Fails if the daemon is not among them."""
+    root = Path(root)
+    listed = (root / "var/lib/dpkg/info/systemd-container.list").read_text().splitlines()
+    removed = []
+    for path in sorted(set(listed)):
+        if Path(path).name in IMPORTD_FILE_NAMES and os.path.lexists(root / path.lstrip("/")):
+            if (root / path.lstrip("/")).is_dir() and not (root / path.lstrip("/")).is_symlink():
+                continue
+            (root / path.lstrip("/")).unlink()
+            removed.append(path)
+    if importd_installed(root) or not any(path.endswith("/systemd-importd") for path in removed):
+        raise BuildError("could not remove systemd-importd from %s (removed: %s)" % (root, removed))
+    return removed
+
+
+def importd_installed(root):
+    """Whether the systemd-importd binary is in `root` (where the collection looks for it)."""
+    return any(os.path.lexists(Path(root) / directory / "systemd-importd") for directory in ("usr/lib/systemd", "lib/systemd"))
 
 
 def systemd_version(root):

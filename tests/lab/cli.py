@@ -1,7 +1,7 @@
 """Command line of the lab: `PYTHONPATH=tests python -m lab COMMAND` (as root).
 
-    build [--force]                      build what the recipes need (prints timings)
-    up [--name N] [--release 12] [--release 13] [--count K] [--replace]
+    build [--force] [--release R]        build what the recipes need (prints timings)
+    up [--name N] [--release 12] [--release 12-noimportd] [--count K] [--replace]
                                          boot hosts, print seconds to SSH-ready and how to reach them
     down [--name N | --all [--prefix P] [--run-id ID]]
                                          stop and remove a lab (--all: every lab, and debris of killed runs;
@@ -53,11 +53,13 @@ def _parser():
 
     build = commands.add_parser("build", help="build root file systems and the fixture image (cached)")
     build.add_argument("--force", action="store_true", help="rebuild even what is cached")
+    build.add_argument("--release", action="append", choices=list(images.RELEASES), help="only these releases (default: all)")
     build.set_defaults(command=cmd_build)
 
     up = commands.add_parser("up", help="boot a lab")
     up.add_argument("--name", default="lab")
-    up.add_argument("--release", action="append", choices=sorted(images.RELEASES), help="Debian release, repeatable (default: 12 and 13)")
+    up.add_argument("--release", action="append", choices=list(images.RELEASES),
+                    help="lab release, repeatable (default: %s)" % " and ".join(images.DEFAULT_RELEASES))
     up.add_argument("--count", type=int, default=1, help="hosts per release (default 1)")
     up.add_argument("--replace", action="store_true", help="down an existing lab of that name first")
     up.set_defaults(command=cmd_up)
@@ -91,7 +93,7 @@ def _parser():
 
 
 def cmd_build(args):
-    artifacts = Builder(force=args.force).ensure()
+    artifacts = Builder(force=args.force).ensure(args.release)
     if artifacts.timings:
         print("build timings (debootstraps run in parallel):")
         for step, seconds in artifacts.timings.items():
@@ -99,18 +101,18 @@ def cmd_build(args):
     else:
         print("cache is up to date")
     for version, root in sorted(artifacts.host_roots.items()):
-        print("debian%s rootfs: %s" % (version, root))
+        print("%s rootfs: %s" % (images.release(version).name, root))
     print("fixture images: %s" % artifacts.images_dir)
     return 0
 
 
 def cmd_up(args):
-    lab = Lab(args.name).up(releases=args.release or sorted(images.RELEASES), count=args.count, replace=args.replace)
+    lab = Lab(args.name).up(releases=args.release or images.DEFAULT_RELEASES, count=args.count, replace=args.replace)
     seconds = lab.seconds
     print("lab %s: %d host(s) SSH-ready %.1f s after boot started (build check %.1f s)" % (lab.name, len(lab.hosts), seconds["boot"], seconds["build"]))
     for host in lab.hosts:
-        print("  %-24s Debian %s, systemd %d: running after %.1f s, SSH after %.1f s (%s root)"
-              % (host.name, host.version, host.systemd_version, host.boot_seconds["running"], host.boot_seconds["ssh"], host.root_mode))
+        print("  %-32s systemd %d: running after %.1f s, SSH after %.1f s (%s root)"
+              % (host.name, host.systemd_version, host.boot_seconds["running"], host.boot_seconds["ssh"], host.root_mode))
     print("inventory:  %s" % lab.inventory)
     print("ssh:        PYTHONPATH=tests python -m lab ssh %s   (or: ssh -F %s %s)" % (lab.hosts[0].name, lab.ssh_config, lab.hosts[0].name))
     print("ansible:    ansible -i %s sidecar_hosts -m ping" % lab.inventory)
@@ -149,8 +151,8 @@ def cmd_status(args):
         for host in lab.hosts:
             leader = host.leader_pid(required=False)
             state = host.run(["systemctl", "is-system-running"], timeout=10).stdout.strip() if leader else "stopped"
-            print("  %-24s Debian %s, systemd %d  %-9s supervisor %s leader %s" % (
-                host.name, host.version, host.systemd_version, state, host.supervisor_pid(), leader))
+            print("  %-32s systemd %d  %-9s supervisor %s leader %s" % (
+                host.name, host.systemd_version, state, host.supervisor_pid(), leader))
     return 0
 
 

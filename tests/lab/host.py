@@ -37,7 +37,7 @@ class Host:
     """A lab host. Created by Lab; `boot()`, then `run()`/`ssh()`, `reboot()`, `poweroff()`."""
 
     name: str                 # machine name = hostname = inventory name
-    version: str              # Debian release, "12" or "13"
+    version: str              # lab release, "12", "12-backports", "sid" (images.RELEASES)
     lab_dir: Path
     lower: Path               # the cached rootfs (never written)
     images_dir: Path          # bind-mounted read-only at /srv/images
@@ -54,6 +54,11 @@ class Host:
     @property
     def release(self):
         return images.release(self.version)
+
+    @property
+    def importd(self):
+        """Whether systemd-importd is installed (False on the host built without it)."""
+        return self.release.importd
 
     @property
     def dir(self):

@@ -4,7 +4,8 @@ State of a lab (under config.state_root()/<name>/, so that a later process can f
 
     lab.json          what runs: hosts, PIDs, roots, SSH arguments, image URLs and sha256s,
                       and the run that started it ($NSPAWN_LAB_RUN_ID, e.g. one `make test`)
-    inventory.ini     Ansible inventory (groups debian12, debian13, sidecar_hosts)
+    inventory.ini     Ansible inventory (a group per release: debian12, debian12_backports, ...;
+                      sidecar_hosts; host vars lab_release, lab_systemd_version, lab_importd)
     host_vars/        localhost's controller-side Python
     ssh_config        `ssh -F ssh_config HOST`
     proxy, supervise  copies of scripts/ (the lab keeps working if the checkout moves)
@@ -122,17 +123,17 @@ class Lab:
 
     # -- up ------------------------------------------------------------------------------
 
-    def up(self, releases=("12", "13"), count=1, replace=False, timeout=180):
+    def up(self, releases=images.DEFAULT_RELEASES, count=1, replace=False, timeout=180):
         """Build what is missing, then boot `count` hosts per release in parallel and wait
         until each answers SSH. Returns the lab. On failure nothing is left running."""
-        versions = [images.release(str(version)).version for version in releases]
+        versions = list(dict.fromkeys(images.release(str(version)).version for version in releases))
         if self.exists():
             if not replace:
                 raise LabError("lab %r exists (%s); `python -m lab down --name %s` first" % (self.name, self.dir, self.name))
             self.down()
         started = time.monotonic()
         _raise_inotify_limit()
-        artifacts = Builder(log=self.log).ensure()
+        artifacts = Builder(log=self.log).ensure(versions)
         self.seconds = {"build": round(time.monotonic() - started, 2)}
         ensure_dir(self.dir)
         for script in ("supervise", "proxy"):
@@ -144,7 +145,7 @@ class Lab:
             lower = artifacts.host_roots[version]
             for index in range(1, count + 1):
                 self.hosts.append(Host(
-                    name="%s-debian%s-%d" % (self.name, version, index), version=version, lab_dir=self.dir, lower=lower,
+                    name="%s-%s-%d" % (self.name, images.release(version).name, index), version=version, lab_dir=self.dir, lower=lower,
                     images_dir=artifacts.images_dir, ssh_key=artifacts.ssh_key, machine_id=uuid.uuid4().hex,
                     systemd_version=host_info(lower)["systemd_version"], log=self.log))
         self.save()  # before booting: `down` of a killed run finds the hosts
@@ -189,7 +190,7 @@ class Lab:
             for host in self.hosts:
                 host.destroy()
         # Debris a killed `up` may have left before lab.json named it.
-        pattern = re.compile(r"^%s%s-debian\d+-\d+$" % (re.escape(cgroups.FOLDER_PREFIX), re.escape(self.name)))
+        pattern = re.compile(r"^%s%s-debian[a-z0-9-]*-\d+$" % (re.escape(cgroups.FOLDER_PREFIX), re.escape(self.name)))
         _remove_cgroups([name for name in cgroups.lab_folder_names() if pattern.match(name)])
         unmount_under(self.dir)
         remove_tree(self.dir)
@@ -258,8 +259,8 @@ class Lab:
                     ssh_common_args = " ".join(
                         "-o %s" % option for option in ('ProxyCommand="%s %s"' % (host.proxy, host.name), "StrictHostKeyChecking=no",
                                                         "UserKnownHostsFile=/dev/null", "LogLevel=ERROR"))
-                    lines.append("%s ansible_host=%s ansible_ssh_common_args='%s' lab_release=%s lab_systemd_version=%d"
-                                 % (host.name, host.name, ssh_common_args, host.version, host.systemd_version))
+                    lines.append("%s ansible_host=%s ansible_ssh_common_args='%s' lab_release=%s lab_systemd_version=%d lab_importd=%s"
+                                 % (host.name, host.name, ssh_common_args, host.version, host.systemd_version, host.importd))
         lines += ["", "[sidecar_hosts:children]"] + [release.group for release in images.RELEASES.values()]
         lines += ["", "[sidecar_hosts:vars]",
                   "ansible_user=root",

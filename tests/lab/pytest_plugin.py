@@ -1,18 +1,20 @@
 """pytest plugin of the lab: lab hosts for a test session, and tests per Debian release.
 
 Fixtures
-    lab        (session) a Lab with one Debian 12 and one Debian 13 host, booted in
+    lab        (session) a Lab with one host per release of NSPAWN_LAB_RELEASES, booted in
                parallel, torn down at the end of the session, also when a test fails or
                the run is interrupted (Ctrl-C or SIGTERM). Labs left by killed runs are
                removed first.
-    lab_host   a Host, parametrized over the releases: test ids end in [debian12] and
-               [debian13]; `@pytest.mark.lab_releases("13")` restricts a test.
+    lab_host   a Host, parametrized over the releases: test ids end in the release's
+               name ([debian12], [debian12-backports], [debian-sid], ...);
+               `@pytest.mark.lab_releases("13")` restricts a test.
 
 Environment
     NSPAWN_LAB_NAME       lab name (default "pytest-<pid>": parallel runs on one machine
                           do not collide; labs of earlier runs whose process is gone are
                           downed first)
-    NSPAWN_LAB_RELEASES   releases to boot, e.g. "13" (default "12 13")
+    NSPAWN_LAB_RELEASES   releases to boot, e.g. "13" or "11 12-noimportd sid", or "all"
+                          (default "12 13"; `make integration` boots all)
     NSPAWN_LAB_KEEP=1     leave the lab running after the session, for debugging
                           (`python -m lab down --name pytest` later)
     NSPAWN_LAB_REQUIRED=1 fail, instead of skipping, when the lab cannot run here (not
@@ -31,10 +33,10 @@ from pathlib import Path
 import pytest
 
 from .build import missing_tools
-from .images import RELEASES as KNOWN_RELEASES
+from .images import DEFAULT_RELEASES, release, releases_from
 from .lab import Lab
 
-RELEASES = tuple(os.environ.get("NSPAWN_LAB_RELEASES", " ".join(sorted(KNOWN_RELEASES))).split())
+RELEASES = releases_from(os.environ.get("NSPAWN_LAB_RELEASES") or " ".join(DEFAULT_RELEASES))
 
 
 def pytest_configure(config):
@@ -92,10 +94,10 @@ def _is_pytest_process(pid):
         return False
 
 
-@pytest.fixture(params=RELEASES, ids=lambda version: "debian" + version)
+@pytest.fixture(params=RELEASES, ids=lambda version: release(version).name)
 def lab_host(request, lab):  # pylint: disable=redefined-outer-name
     """The lab's host of one release (the test runs once per release)."""
     marker = request.node.get_closest_marker("lab_releases")
     if marker and request.param not in [str(version) for version in marker.args]:
-        pytest.skip("test restricted to Debian %s" % ", ".join(str(version) for version in marker.args))
+        pytest.skip("test restricted to the lab releases %s" % ", ".join(str(version) for version in marker.args))
     return lab.host(request.param)

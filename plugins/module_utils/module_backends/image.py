@@ -279,6 +279,10 @@ class ImageBackend(Backend):
                 plan.extend(["remove", "pull"] if how == "pull" else ["replace"])
         exported = bool(export_to) and os.path.exists(export_to)
         if export_to and (not exported or params["force"]):
+            if not mc.importd_available():
+                # machinectl/importctl export-* are importd's: fail before any step of the plan runs.
+                raise ValidationError("export_to: exporting needs systemd-importd, which this host does not have "
+                                      "(not installed, or not shipped by the distribution); nothing was changed")
             plan.append("export")
             if image is not None and mc.show(name) is not None:
                 self.module.warn("machine %s is running: the export of its image may be inconsistent" % name)
@@ -310,6 +314,8 @@ class ImageBackend(Backend):
         method, verify = params["method"], params["verify"]
         scheme = urlsplit(url).scheme.lower()
         importd = mc.importd_available()
+        # importd without libcurl can import and export, but not download.
+        importd_downloads = importd and mc.importd_can_download()
         if url_password(url):
             # importd would keep the URL, password included, in the name of its hidden cache image
             # (.tar-<url>) and write it to the journal: such a URL is downloaded by the module.
@@ -323,8 +329,11 @@ class ImageBackend(Backend):
                 raise ValidationError("checksum: needs method=download or auto; importd cannot verify a pinned checksum")
             if scheme == "file" or not importd:
                 raise ValidationError("method: pull needs systemd-importd and an http(s) URL; use method=auto or download")
+            if not importd_downloads:
+                raise ValidationError("method: pull needs libcurl, which systemd-importd loads at run time and this host lacks "
+                                      "(install it, e.g. Debian's libcurl4t64, or use method=auto or download)")
             return "pull"
-        if method == "auto" and not checksum and scheme != "file" and importd:
+        if method == "auto" and not checksum and scheme != "file" and importd_downloads:
             return "pull"
         if verify == "signature":
             raise ValidationError("verify: signature is only checked by importd (method=pull, no checksum); "

@@ -105,6 +105,9 @@ def test_host_become_runs_systemd_run_and_machinectl_through_sudo():
     ((1, b"", b"Could not get path to machine: No machine 'nixos' known\n"),
      "machine nixos on host web1 is missing or not running (Could not get path to machine: No machine 'nixos' known)"),
     ((0, b"closing\n", b""), "machine nixos on host web1 is not running (state closing)"),
+    # machinectl 247 (Debian 11) colors the message even into a pipe (seen on the lab's debian11 host).
+    ((1, b"", b"\x1b[0;1;31mCould not get path to machine: No machine 'nixos' known\x1b[0m\n"),
+     "machine nixos on host web1 is missing or not running (Could not get path to machine: No machine 'nixos' known)"),
 ])
 def test_a_missing_or_stopped_machine_is_one_line(answer, message):
     plugin = connection([answer])

@@ -335,3 +335,18 @@ TRANSFERS_257 = """ID PROGRESS TYPE       CLASS   LOCAL REMOTE
 ])
 def test_parse_transfer_list(text, expected):
     assert parse_transfer_list(text) == expected
+
+
+@pytest.mark.parametrize("version, libcurl, expected", [
+    (247, False, True), (257, False, True), (258, False, False), (262, False, False), (262, True, True),
+])
+def test_importd_can_download(tmp_path, monkeypatch, version, libcurl, expected):
+    """Before 258 importd links libcurl (whatever its file is called); from 258 on it loads libcurl.so.4."""
+    lib = tmp_path / "usr/lib/x86_64-linux-gnu"
+    lib.mkdir(parents=True)
+    if libcurl:
+        (lib / "libcurl.so.4.8.0").write_text("")
+    monkeypatch.setattr(_machinectl, "LIBCURL_GLOBS", (str(tmp_path / "usr/lib/*-linux-gnu/libcurl.so.4*"),))
+    machinectl = _machinectl.Machinectl.__new__(_machinectl.Machinectl)
+    machinectl._version = version  # what probe_version() read from systemctl --version
+    assert machinectl.importd_can_download() is expected

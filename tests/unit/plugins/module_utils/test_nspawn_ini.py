@@ -297,7 +297,8 @@ def test_set_checks_values_and_names():
 
 
 def test_key_table_matches_systemd():
-    assert sum(len(keys) for keys in KEYS.values()) == 61
+    assert sum(1 for keys in KEYS.values() for spec in keys.values() if spec.since <= 257) == 61
+    assert sum(len(keys) for keys in KEYS.values()) == 65
     since = dict(((section, key), spec.since) for section in KEYS for key, spec in KEYS[section].items())
     assert since[("Exec", "SuppressSync")] == 250
     assert since[("Files", "BindUser")] == since[("Files", "PrivateUsersOwnership")] == 249
@@ -306,13 +307,18 @@ def test_key_table_matches_systemd():
     assert since[("Exec", "Ephemeral")] == 240
     assert since[("Exec", "NoNewPrivileges")] == since[("Exec", "LimitRTTIME")] == 239
     assert since[("Network", "VirtualEthernetExtra")] == 228
+    # Read from systemd-nspawn 262 and its systemd.nspawn(5) (the lab's debian-sid host).
+    assert since[("Files", "BindUserShell")] == 258
+    assert since[("Network", "NamespacePath")] == 259
+    assert since[("Exec", "PrivateUsersDelegate")] == 260
+    assert since[("Exec", "RestrictAddressFamilies")] == 261
     assert KEYS["Files"]["PrivateUsersChown"].replaced_by == "PrivateUsersOwnership"
     multi = set(key for section in KEYS for key, spec in KEYS[section].items() if spec.multi)
     assert {"Bind", "BindReadOnly", "Port", "Environment", "Capability"} <= multi
     assert not multi & {"Boot", "VirtualEthernet", "Hostname", "Zone", "Bridge", "Private"}
     words = set(key for section in KEYS for key, spec in KEYS[section].items() if spec.words)
     assert words == {"Parameters", "Environment", "Capability", "DropCapability", "AmbientCapability", "SystemCallFilter",
-                     "CPUAffinity", "BindUser", "Interface", "MACVLAN", "IPVLAN"}
+                     "CPUAffinity", "BindUser", "Interface", "MACVLAN", "IPVLAN", "RestrictAddressFamilies"}
     assert words <= multi
 
 
@@ -330,9 +336,16 @@ def test_unreadable_version():
 
 @pytest.mark.parametrize("version", [252, 257, None])
 def test_every_key_is_valid_on_debian_12_and_13(version):
+    """Every key up to 257 is valid on 252 and 257 (those up to 252 on 252), every key without a version;
+    the newer ones are refused."""
     for section in KEYS:
         for key in KEYS[section]:
-            assert check_key(section, key, version) is KEYS[section][key]
+            if version is None or KEYS[section][key].since <= int(version):
+                assert check_key(section, key, version) is KEYS[section][key]
+            else:
+                assert KEYS[section][key].since > 252
+                with pytest.raises(NspawnSettingsError, match="needs systemd %d or later" % KEYS[section][key].since):
+                    check_key(section, key, version)
 
 
 @pytest.mark.parametrize("section, key, version, fragment", [
@@ -366,3 +379,23 @@ def test_check_setting_single_value_keys():
 ])
 def test_restart_required(before, after, required):
     assert restart_required(before, after) is required
+
+
+@pytest.mark.parametrize("value, version, needs", [
+    ("/srv/rw:/mnt/rw:idmap", 247, 250),
+    ("/srv/rw:/mnt/rw:rbind,noidmap", 249, 250),
+    ("/srv/rw:/mnt/rw:rootidmap", 250, 252),
+    ("/srv/rw:/mnt/rw:owneridmap", 255, 256),
+])
+def test_bind_options_newer_than_the_host_are_refused(value, version, needs):
+    """systemd-nspawn 247 (the lab's debian11 host) fails to start a machine with Bind=...:idmap."""
+    with pytest.raises(NspawnSettingsError, match=r"bind option \w+ needs systemd %d or later; this host runs systemd %d$" % (needs, version)):
+        check_setting("Files", "Bind", [value], version)
+
+
+@pytest.mark.parametrize("value, version", [
+    ("/srv/rw:/mnt/rw:idmap", 250), ("/srv/rw:/mnt/rw:rootidmap", 252), ("/srv/rw:/mnt/rw:owneridmap", 257),
+    ("/srv/rw:/mnt/rw:norbind", 247), ("/srv/rw:/mnt/rw", 247), ("/srv/rw:/mnt/rw:idmap", None),
+])
+def test_bind_options_the_host_knows_are_accepted(value, version):
+    assert check_setting("Files", "BindReadOnly", [value], version).multi

@@ -206,12 +206,15 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
     clock = FakeClock(start=1000.0)
     args = dict(case["input"], _ansible_check_mode=check_mode, _ansible_diff=case.get("diff", True))
     importd = case.get("importd", True)
+    importd_curl = case.get("importd_curl", importd)  # libcurl is found (systemd >= 258 loads it at run time)
     with mock.patch.object(basic.AnsibleModule, "run_command", fake_run_command), \
             mock.patch.object(basic.AnsibleModule, "exit_json", fake_exit_json), \
             mock.patch.object(basic.AnsibleModule, "fail_json", fake_fail_json), \
             mock.patch.object(basic.AnsibleModule, "warn", lambda self, warning, **kw: warnings.append(warning)), \
             mock.patch.object(basic.AnsibleModule, "get_bin_path", fake_get_bin_path), \
             mock.patch.object(_machinectl.Machinectl, "importd_available", staticmethod(lambda: importd)), \
+            mock.patch.object(_machinectl.Machinectl, "importd_can_download",
+                              lambda self: self.version < _machinectl.LIBCURL_DLOPEN_VERSION or importd_curl), \
             mock.patch.object(_machinectl, "_monotonic", clock.monotonic), \
             mock.patch.object(_machinectl, "_sleep", clock.sleep), \
             mock.patch.object(_records, "ORIGIN_DIR", str(origin_dir)), \
