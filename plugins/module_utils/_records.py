@@ -37,11 +37,26 @@ def origin_path(name):
 # What nspawn_image is fetching right now, written before a transfer starts and removed when its origin
 # is recorded or the transfer is cancelled and cleaned. One left behind (the module was killed with
 # SIGKILL, the host lost power) tells the next run what the unrecorded image or transfer of NAME is.
+STATE_DIR = "/var/lib/nspawn-nixos"
 PENDING_DIR = "/var/lib/nspawn-nixos/pending"
 
 
 def pending_path(name):
     return os.path.join(PENDING_DIR, "%s.json" % name)
+
+
+def remove_pending(name):
+    """Remove NAME's pending record, and the pending directory (and /var/lib/nspawn-nixos) when that leaves them
+    empty: a transfer that failed or was cancelled leaves the host as it was."""
+    remove_file(pending_path(name))
+    directories = [PENDING_DIR]
+    if os.path.dirname(PENDING_DIR) == STATE_DIR:
+        directories.append(STATE_DIR)
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:  # not empty, or not there
+            return
 
 
 def read_origin(name):

@@ -67,8 +67,9 @@ def _sums_url(lab):
     return "sha256:" + with_credentials(image_url(lab, "SHA256SUMS"), "flt", "flt-sums-password")
 
 
-# What importd says of a damaged tarball (tar's complaint, or the decompressor's).
-DAMAGED = r"(tar: |[Ff]ailed to decode|decompress)"
+# What importd says of a damaged tarball (tar's complaint, or the decompressor's; or, when its decoding of the
+# download fails before tar says anything, systemd-pull's own "Failed to retrieve image file").
+DAMAGED = r"(tar: |[Ff]ailed to decode|decompress|Failed to retrieve image file)"
 IMAGE_FAULTS = {
     "cut download": ImageFault("cut/" + GZ_IMAGE, "download", r"^Downloading {url} was cut short: received \d+ of \d+ bytes",
                                checksum=_pinned(GZ_IMAGE)),

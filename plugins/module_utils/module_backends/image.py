@@ -33,7 +33,9 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._errors import Comman
 from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_json, remove_file, write_json_atomic
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
-from ansible_collections.nspawn.nixos.plugins.module_utils._records import nixpkgs_record_path, origin_path, pending_path, read_origin
+from ansible_collections.nspawn.nixos.plugins.module_utils._records import (
+    nixpkgs_record_path, origin_path, pending_path, read_origin, remove_pending,
+)
 from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_text, redact_url, url_password
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
     check_machine_name, check_text, check_timeout, check_url, parse_checksum,
@@ -368,7 +370,7 @@ class ImageBackend(Backend):
                         "; its sha256 is %s: pin it with checksum: sha256:%s" % (sha256, sha256) if sha256 else
                         ": give checksum: sha256:<hex> (or verify: checksum where the server publishes SHA256SUMS)"))
                 self._record(name, url, requested, sha256 or requested["sha256"], how, verify)
-                remove_file(pending_path(name))
+                remove_pending(name)
         except ModuleFailure:
             # The command that failed has ended, and with it any transfer it started (machinectl and importctl
             # wait for their transfer): what is left are the module's own partial files and the pending record.
@@ -426,7 +428,7 @@ class ImageBackend(Backend):
                     else:
                         os.unlink(path)
         if not keep_pending:
-            remove_file(pending_path(name))
+            remove_pending(name)
 
     def _record_pending(self, pending):
         """Record the origin a pending record describes: its transfer completed, the run did not."""
@@ -434,7 +436,7 @@ class ImageBackend(Backend):
         url = pending.get("url") or ""
         self._record(pending["name"], url, requested, pending.get("sha256"), pending.get("method"), pending.get("verify"),
                      kind=pending.get("kind"))
-        remove_file(pending_path(pending["name"]))
+        remove_pending(pending["name"])
 
     def _recover(self, mc, name, image, origin, pending):
         """A pending record at the start: an earlier run was killed while fetching NAME (SIGKILL, a lost host).

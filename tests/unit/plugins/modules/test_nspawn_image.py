@@ -64,6 +64,8 @@ def test_case(case, tmp_path, image_server):
         assert stage == case["pending_left"], "pending record: %r" % stage
     elif not outcome.failed:
         assert not pending_file.exists(), "a successful run left its pending record"
+    if not pending_file.exists():  # a failed or cancelled transfer leaves the host as it was: no empty directory
+        assert not (tmp_path / "pending").exists(), "the empty pending directory was left"
     if case.get("secret"):
         everything = json.dumps(result) + json.dumps(outcome.warnings)
         if origin_file.exists():
