@@ -400,16 +400,26 @@ class ImageBackend(Backend):
         image if it is complete, or remove every trace of the transfer. Returns what it did, for the message."""
         self.runner.stop_child()
         try:
-            pending = read_json(pending_path(name))
-            if pending is not None and pending.get("stage") in ("pull", "import"):
-                self._cancel_transfers(mc, name)
-            if pending is not None and pending.get("stage") in ("pull", "import") and mc.show_image(name) is not None:
-                self._record_pending(pending)
-                return "the image was complete and its origin is recorded"
-            self._remove_leftovers(name)
-            return "nothing of the transfer was left (no partial image, no importd transfer, no pending record)"
+            recorded, dummy = self._conclude(mc, name, read_json(pending_path(name)))
         except (ModuleFailure, IOError, OSError) as exc:
             return "cleaning up after it failed too: %s" % getattr(exc, "msg", exc)
+        if recorded:
+            return "the image was complete and its origin is recorded"
+        return "nothing of the transfer was left (no partial image, no importd transfer, no pending record)"
+
+    def _conclude(self, mc, name, pending):
+        """The end of a transfer that stopped early (this run's, or a killed run's): once importd had it (stage pull
+        or import), cancel importd's transfers into NAME and record the image if it is there (importd only puts a
+        complete image in place); otherwise remove every trace. Returns (recorded, the image when it was read)."""
+        image = None
+        if pending is not None and pending.get("stage") in ("pull", "import"):
+            self._cancel_transfers(mc, name)
+            image = mc.show_image(name)
+            if image is not None:
+                self._record_pending(pending)
+                return True, image
+        self._remove_leftovers(name)
+        return False, image
 
     def _cancel_transfers(self, mc, name):
         """Cancel importd's transfers into NAME (there is none without importd)."""
@@ -453,14 +463,13 @@ class ImageBackend(Backend):
                 origin = dict(pending, time=None)
                 origin.pop("stage", None)
             return image, origin
-        self._cancel_transfers(mc, name)
-        image = mc.show_image(name)
-        if image is not None and pending.get("stage") in ("pull", "import"):
-            self._record_pending(pending)
+        recorded, shown = self._conclude(mc, name, pending)
+        if recorded:
             self.module.warn("an earlier run was interrupted while fetching image %s, after the image was complete: its "
                              "origin is recorded now from that run's request (%s)" % (name, pending.get("url")))
-            return image, read_origin(name)
-        self._remove_leftovers(name)
+            return shown, read_origin(name)
+        if pending.get("stage") in ("pull", "import"):
+            image = shown  # importd's transfer was cancelled: no image of it
         self.module.warn("an earlier run was interrupted while fetching image %s: its unfinished transfer was cancelled "
                          "and its partial files removed" % name)
         return image, origin

@@ -57,15 +57,18 @@ class InfoBackend(Backend):
             self._enabled[name] = mc.is_enabled(name)
         return self._enabled[name]
 
-    def _machines(self, mc, rows, names):
-        machines = {}
+    def _shown(self, rows, names, show):
+        """(row, name, properties) of the listed rows that are wanted and still there when shown."""
         for row in rows:
             name = row["name"]
-            if not self._wanted(name, names):
-                continue
-            props = mc.show(name)
-            if props is None:  # stopped between list and show
-                continue
+            if self._wanted(name, names):
+                props = show(name)
+                if props is not None:
+                    yield row, name, props
+
+    def _machines(self, mc, rows, names):
+        machines = {}
+        for row, name, props in self._shown(rows, names, mc.show):  # a machine stopped between list and show is left out
             root = props.get("RootDirectory") or None
             machines[name] = {
                 "name": name,
@@ -86,13 +89,7 @@ class InfoBackend(Backend):
 
     def _images(self, mc, names, running):
         images = {}
-        for row in mc.list_images():
-            name = row["name"]
-            if not self._wanted(name, names):
-                continue
-            props = mc.show_image(name)
-            if props is None:  # removed between list and show
-                continue
+        for row, name, props in self._shown(mc.list_images(), names, mc.show_image):  # or removed between list and show
             path = props.get("Path") or None
             settings = settings_path(name)
             image_type = props.get("Type") or row.get("type")
