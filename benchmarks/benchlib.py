@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: paths, bench labs, timed Ansible runs, host resets, statistics, Markdown.
 
 Used by run.py (`make bench`) and module_noop.py. Needs tests/ on sys.path (PYTHONPATH=tests)
-for the lab API; tests/integration is added here for its runner.
+for the lab API and its Ansible runner (tests/lab/ansible_runner.py).
 """
 
 import contextlib
@@ -17,16 +17,16 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 CHECKOUT = BENCH_DIR.parent
-for _path in (CHECKOUT / "tests", CHECKOUT / "tests" / "integration"):
+for _path in (CHECKOUT / "tests",):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-# After the sys.path lines above: tests/lab (the lab API) and tests/integration/runner.py.
+# After the sys.path lines above: tests/lab (the lab API and its Ansible runner).
 # pylint: disable=wrong-import-position
 from ansible.release import __version__ as ANSIBLE_VERSION  # noqa: E402
 from lab import Lab, images  # noqa: E402
 # OUTPUT_DIR: run.py uses it as benchlib.OUTPUT_DIR.
-from runner import CALLBACKS_DIR, OUTPUT_DIR, AnsibleRunner  # noqa: E402,F401  # pylint: disable=unused-import
+from lab.ansible_runner import CALLBACKS_DIR, OUTPUT_DIR, AnsibleRunner  # noqa: E402,F401  # pylint: disable=unused-import
 # pylint: enable=wrong-import-position
 
 SITE_PLAYBOOK = CHECKOUT / "playbooks" / "site.yml"
@@ -157,7 +157,7 @@ def read_timing(path):
 
 
 def playbook(inventory, plays, limit=None, extra_vars=None, forks=None, what="ansible-playbook"):
-    """Run ansible-playbook (plays as data, or a path) through tests/integration/runner.py with
+    """Run ansible-playbook (plays as data, or a path) through tests/lab/ansible_runner.py with
     per-task timing; return a Run. Raises BenchError when it fails."""
     env = {"ANSIBLE_DEPRECATION_WARNINGS": "False"}
     if forks:

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# benchmarks/ is sys.path[0]; benchlib puts tests/ and tests/integration (runner.py) on sys.path.
+# benchmarks/ is sys.path[0]; benchlib puts tests/ (the lab and its Ansible runner) on sys.path.
 from benchlib import AnsibleRunner, BenchError, bench_lab, load_average, print_table, read_timing, summary, timing_env
 
 NAME = "bench"

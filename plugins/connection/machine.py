@@ -213,7 +213,7 @@ class Connection(ConnectionBase):
     # -- inside the machine -------------------------------------------------------
 
     def _where(self):
-        return "machine %s on host %s" % (self.get_option("machine"), self.get_option("host"))
+        return f"machine {self.get_option('machine')} on host {self.get_option('host')}"
 
     def _user(self):
         """The user inside the machine: become_user when the task becomes (its become plugin is kept from Ansible, so
@@ -256,21 +256,21 @@ class Connection(ConnectionBase):
     def exec_command(self, cmd, in_data=None, sudoable=True):
         super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
-        display.vvv("EXEC in %s: %s" % (self._where(), cmd), host=self.get_option("host"))
+        display.vvv(f"EXEC in {self._where()}: {cmd}", host=self.get_option("host"))
         rc, out, err = self._host_connection().exec_command(self._inside(cmd), in_data=in_data, sudoable=False)
         if rc != 0:
             text = self._tool_text(err)
             if text.startswith(_UNREACHABLE):
-                raise AnsibleConnectionFailure("%s is not reachable: %s" % (self._where(), text.splitlines()[0]))
+                raise AnsibleConnectionFailure(f"{self._where()} is not reachable: {text.splitlines()[0]}")
         return rc, out, err
 
     def put_file(self, in_path, out_path):
         super().put_file(in_path, out_path)
         self._connect()
-        display.vvv("PUT %s TO %s in %s" % (in_path, out_path, self._where()), host=self.get_option("host"))
+        display.vvv(f"PUT {in_path} TO {out_path} in {self._where()}", host=self.get_option("host"))
         with open(to_bytes(in_path, errors="surrogate_or_strict"), "rb") as source:
             data = source.read()
-        command = "cat > %s" % shlex.quote(out_path)
+        command = f"cat > {shlex.quote(out_path)}"
         rc, out, err = self._host_connection().exec_command(self._inside(command), in_data=data, sudoable=False)
         if rc != 0:
             raise AnsibleConnectionFailure("failed to write %s in %s (rc=%s): %s" % (
@@ -279,8 +279,8 @@ class Connection(ConnectionBase):
     def fetch_file(self, in_path, out_path):
         super().fetch_file(in_path, out_path)
         self._connect()
-        display.vvv("FETCH %s TO %s from %s" % (in_path, out_path, self._where()), host=self.get_option("host"))
-        command = "cat %s" % shlex.quote(in_path)
+        display.vvv(f"FETCH {in_path} TO {out_path} from {self._where()}", host=self.get_option("host"))
+        command = f"cat {shlex.quote(in_path)}"
         rc, out, err = self._host_connection().exec_command(self._inside(command), sudoable=False)
         if rc != 0:
             raise AnsibleConnectionFailure("failed to read %s in %s (rc=%s): %s" % (

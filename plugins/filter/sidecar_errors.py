@@ -41,7 +41,7 @@ def _nspawn_settings(value, systemd_version):
         raise ValidationError("must be a dict of sections ({Files: {Bind: [...]}}), got a %s" % type(value).__name__)
     for section, keys in value.items():
         if not isinstance(keys, dict):
-            raise ValidationError("[%s] must be a dict of keys" % section)
+            raise ValidationError(f"[{section}] must be a dict of keys")
         for key, item in keys.items():
             check_setting(section, key, to_values(item, section, key), systemd_version)
 
@@ -56,27 +56,27 @@ def _int(value):
 def _keep_generations(value):
     value = _int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValidationError("must be 0 (keep all) or a positive number of generations, got %r" % (value,))
+        raise ValidationError(f"must be 0 (keep all) or a positive number of generations, got {value!r}")
 
 
 def _checksum(value):
     """The role also takes a bare 64-hex digest, which it passes on as sha256:<hex> (preflight.yml)."""
     text = str(value)
     if len(text) == 64 and all(char in "0123456789abcdefABCDEF" for char in text):
-        text = "sha256:" + text.lower()
+        text = f"sha256:{text.lower()}"
     parse_checksum(text, "checksum")
 
 
 def _stage_dir(value):
     """Where the controller's copy is staged on the host: it becomes the file:// URL that nspawn_image imports."""
     if not isinstance(value, str) or not value.startswith("/"):
-        raise ValidationError("must be an absolute path on the host (it becomes a file:// URL), got %r" % (value,))
-    check_url("file://%s/image.tar.xz" % value.rstrip("/"), "url")
+        raise ValidationError(f"must be an absolute path on the host (it becomes a file:// URL), got {value!r}")
+    check_url(f"file://{value.rstrip('/')}/image.tar.xz", "url")
 
 
 def _text_list(value, what):
     if not isinstance(value, list):
-        raise ValidationError("must be a list of %s" % what)
+        raise ValidationError(f"must be a list of {what}")
     for item in value:
         check_text(str(item), "item")
 
@@ -112,24 +112,24 @@ def _named(variable, message):
     """The module's message with the role variable in place of the option it names first."""
     head, sep, rest = message.partition(": ")
     if sep and " " not in head.strip("[]") or head.startswith("[") or head in ("name", "url", "checksum", "timeout"):
-        return "%s: %s" % (variable, message if head.startswith("[") else rest)
-    return "%s: %s" % (variable, message)
+        return f"{variable}: {message if head.startswith('[') else rest}"
+    return f"{variable}: {message}"
 
 
 def sidecar_errors(values, systemd_version=None):
     """The messages of every rule a value in `values` (role variable -> value) breaks; [] when all pass."""
     if not isinstance(values, dict):
-        raise AnsibleFilterError("sidecar_errors: expects a dict of sidecar_* variables, got %s" % type(values).__name__)
+        raise AnsibleFilterError(f"sidecar_errors: expects a dict of sidecar_* variables, got {type(values).__name__}")
     errors = []
     for variable, value in values.items():
         if variable not in RULES:
-            raise AnsibleFilterError("sidecar_errors: no rule for %s (known: %s)" % (variable, ", ".join(sorted(RULES))))
+            raise AnsibleFilterError(f"sidecar_errors: no rule for {variable} (known: {', '.join(sorted(RULES))})")
         try:
             RULES[variable][1](value, _int(systemd_version))
         except (ValidationError, NspawnSettingsError, NixValueError) as exc:
             errors.append(_named(variable, str(exc)))
         except (TypeError, AttributeError) as exc:
-            errors.append("%s: %r is not a value of the right type (%s)" % (variable, value, exc))
+            errors.append(f"{variable}: {value!r} is not a value of the right type ({exc})")
     return errors
 
 

@@ -88,7 +88,7 @@ def sidecar_names(variables):
     if names is None:
         names = [variables.get("sidecar_name", DEFAULT_NAME)]
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
-        raise AnsibleParserError("sidecar_names must be a list of machine names, got %r" % (names,))
+        raise AnsibleParserError(f"sidecar_names must be a list of machine names, got {names!r}")
     return [str(name) for name in names]
 
 
@@ -128,7 +128,7 @@ class InventoryModule(BaseInventoryPlugin):
                 except (KeyError, IndexError, ValueError) as exc:
                     raise AnsibleParserError("hostname_format: %r cannot be filled in (%s); use {host} and {name}" % (hostname_format, exc))
                 self.inventory.add_host(sidecar, group="sidecars")
-                for group_name in ("sidecar_" + name, "sidecars_of_" + host.name):
+                for group_name in (f"sidecar_{name}", f"sidecars_of_{host.name}"):
                     safe = to_safe_group_name(group_name)
                     self.inventory.add_group(safe)
                     self.inventory.add_child(safe, sidecar)

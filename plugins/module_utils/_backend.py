@@ -48,12 +48,11 @@ class Backend:
         check mode. A wait of a second or more is reported as a warning."""
         timeout = self.module.params["lock_timeout"]
         if timeout is None or timeout < 0:
-            raise ValidationError("lock_timeout: must be 0 (do not wait) or a positive number of seconds, got %r" % (timeout,))
+            raise ValidationError(f"lock_timeout: must be 0 (do not wait) or a positive number of seconds, got {timeout!r}")
         module_name = getattr(self.module, "_name", None) or "nspawn.nixos"
         self.held_lock = MachineLock(name, module_name.rsplit(".", 1)[-1], exclusive=not self.module.check_mode).acquire(timeout)
         if self.held_lock.waited >= 1:
-            self.module.warn("Waited %.0f s for another task that was changing machine %s (lock %s)"
-                             % (self.held_lock.waited, name, self.held_lock.path))
+            self.module.warn(f"Waited {self.held_lock.waited:.0f} s for another task that was changing machine {name} (lock {self.held_lock.path})")
         return self.held_lock
 
     def execute(self):
@@ -65,7 +64,7 @@ class Backend:
             except ModuleFailure as exc:
                 self.runner.fail(exc, actions=self.actions)
             except (IOError, OSError) as exc:  # a file operation of the module itself
-                self.module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), exception=traceback.format_exc(), actions=self.actions)
+                self.module.fail_json(msg=f"{type(exc).__name__}: {exc}", exception=traceback.format_exc(), actions=self.actions)
             self.module.exit_json(**self.result)
         finally:
             # The process's exit would drop it too; explicit for callers that do not exit (unit tests).

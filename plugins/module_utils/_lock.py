@@ -44,7 +44,7 @@ class MachineLock:
         self.name = name
         self.module_name = module_name
         self.exclusive = exclusive
-        self.path = os.path.join(LOCK_DIR, "%s.lock" % name)
+        self.path = os.path.join(LOCK_DIR, f"{name}.lock")
         self.fd = None
         self.waited = 0.0
 
@@ -82,7 +82,7 @@ class MachineLock:
         """Who holds the lock, as far as the lock file tells: 'nspawn_image, pid 42, for 12 s'."""
         try:
             data = json.loads(os.pread(self.fd, 4096, 0).decode() or "{}")
-            if os.path.exists("/proc/%d" % int(data["pid"])):
+            if os.path.exists(f"/proc/{int(data['pid'])}"):
                 return "%s, pid %s, for %d s" % (data["module"], data["pid"], max(0, int(time.time()) - int(data["since"])))
         except (OSError, ValueError, KeyError, TypeError):
             pass

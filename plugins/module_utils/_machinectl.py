@@ -60,7 +60,7 @@ def parse_systemd_version(text):
     """'systemd 252 (252.39-1~deb12u2)' -> 252."""
     match = re.match(r"\s*systemd\s+(\d+)", text or "")
     if not match:
-        raise ValueError("cannot read the systemd version from %r" % (text or "").splitlines()[:1])
+        raise ValueError(f"cannot read the systemd version from {(text or '').splitlines()[:1]!r}")
     return int(match.group(1))
 
 
@@ -213,7 +213,7 @@ class Machinectl:
             if attempt == VANISHING_ATTEMPTS - 1:
                 return None
             _sleep(POLL_INTERVAL)
-        raise CommandError("machinectl %s %s failed (rc=%s): %s" % (verb, name, rc, err.strip()),
+        raise CommandError(f"machinectl {verb} {name} failed (rc={rc}): {err.strip()}",
                            ["machinectl", verb, name], rc, out, err)
 
     def show(self, name):
@@ -260,7 +260,7 @@ class Machinectl:
 
     def act(self, verb, name):
         """start, poweroff, reboot, terminate, enable, disable, remove."""
-        self.runner.run(["machinectl", verb, name], msg="machinectl %s %s failed" % (verb, name))
+        self.runner.run(["machinectl", verb, name], msg=f"machinectl {verb} {name} failed")
 
     def remove(self, name):
         """machinectl remove, tried again while the image is busy (a machine that just stopped)."""
@@ -270,7 +270,7 @@ class Machinectl:
             if rc == 0:
                 return
             if "Device or resource busy" not in err or _monotonic() >= deadline:
-                raise CommandError("machinectl remove %s failed (rc=%s): %s" % (name, rc, output_tail(out, err)),
+                raise CommandError(f"machinectl remove {name} failed (rc={rc}): {output_tail(out, err)}",
                                    ["machinectl", "remove", name], rc, out, err)
             _sleep(POLL_INTERVAL)
 
@@ -281,7 +281,7 @@ class Machinectl:
             if self.show(name) is None:
                 return
             if _monotonic() >= deadline:
-                raise WaitTimeout("machine %s was still running %s seconds after it was told to stop" % (name, timeout))
+                raise WaitTimeout(f"machine {name} was still running {timeout} seconds after it was told to stop")
             _sleep(POLL_INTERVAL)
 
     def wait_new_leader(self, name, old_leader, timeout):
@@ -292,12 +292,12 @@ class Machinectl:
             if leader and leader != old_leader:
                 return leader
             if _monotonic() >= deadline:
-                raise WaitTimeout("machine %s did not come back from its reboot within %s seconds (leader %s)" % (name, timeout, old_leader))
+                raise WaitTimeout(f"machine {name} did not come back from its reboot within {timeout} seconds (leader {old_leader})")
             _sleep(POLL_INTERVAL)
 
     def system_state_argv(self, name):
         # No '$' in the script: the service manager running it expands $VAR in ExecStart= arguments.
-        script = "; ".join("[ -x %s ] && exec %s is-system-running" % (path, path) for path in SYSTEMCTL_PATHS) + "; exit 127"
+        script = "; ".join(f"[ -x {path} ] && exec {path} is-system-running" for path in SYSTEMCTL_PATHS) + "; exit 127"
         return ["systemd-run", "-M", name, "--wait", "--pipe", "--collect", "-q", "/bin/sh", "-c", script]
 
     def wait_system_running(self, name, timeout):
@@ -309,11 +309,10 @@ class Machinectl:
             state = (out.strip().splitlines() or [""])[-1].strip()
             if state in SYSTEM_UP_STATES:
                 return state
-            last = state or err.strip() or "rc=%s" % rc
+            last = state or err.strip() or f"rc={rc}"
             # EHOSTDOWN: machined no longer knows the machine (its init died while booting): fail now, not at the timeout.
             if not state and "Host is down" in err and self.show(name) is None:
-                raise ModuleFailure("machine %s stopped before its system manager reached running or degraded (last: %s)"
-                                    % (name, last[-500:]))
+                raise ModuleFailure(f"machine {name} stopped before its system manager reached running or degraded (last: {last[-500:]})")
             if _monotonic() >= deadline:
                 raise WaitTimeout("the system manager in machine %s did not reach running or degraded within %s seconds (last: %s)"
                                   % (name, timeout, last[-500:]))
@@ -355,13 +354,13 @@ class Machinectl:
             _sleep(POLL_INTERVAL)
 
     def pull_argv(self, kind, url, name, verify):
-        return self._transfer_argv("pull-%s" % kind, [url, name, "--verify=%s" % verify])
+        return self._transfer_argv(f"pull-{kind}", [url, name, f"--verify={verify}"])
 
     def import_argv(self, kind, path, name):
-        return self._transfer_argv("import-%s" % kind, [path, name])
+        return self._transfer_argv(f"import-{kind}", [path, name])
 
     def export_argv(self, kind, name, path):
-        return self._transfer_argv("export-%s" % kind, [name, path])
+        return self._transfer_argv(f"export-{kind}", [name, path])
 
     # -- commands inside a running machine -----------------------------------
 
@@ -387,7 +386,7 @@ class Machinectl:
 
 
 def unit_name(name):
-    return "systemd-nspawn@%s.service" % name
+    return f"systemd-nspawn@{name}.service"
 
 
 def int_or_none(value):

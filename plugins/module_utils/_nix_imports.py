@@ -27,12 +27,12 @@ _PATH_CHAR = r"[a-zA-Z0-9._+-]"
 _TOKEN_RES = (
     ("id", re.compile(ID_PATTERN)),
     ("number", re.compile(r"(([1-9][0-9]*\.[0-9]*)|(0?\.[0-9]+))([Ee][+-]?[0-9]+)?|[0-9]+")),
-    ("path", re.compile(r"%s*(/%s+)+/?" % (_PATH_CHAR, _PATH_CHAR))),
-    ("path", re.compile(r"~(/%s+)+/?" % _PATH_CHAR)),
-    ("spath", re.compile(r"<%s+(/%s+)*>" % (_PATH_CHAR, _PATH_CHAR))),
+    ("path", re.compile(rf"{_PATH_CHAR}*(/{_PATH_CHAR}+)+/?")),
+    ("path", re.compile(rf"~(/{_PATH_CHAR}+)+/?")),
+    ("spath", re.compile(rf"<{_PATH_CHAR}+(/{_PATH_CHAR}+)*>")),
     ("uri", re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:[a-zA-Z0-9%/?:@&=+$,_.!~*'-]+")),
 )
-_IMPORT_PATH_RE = re.compile(r"^(%s*(/%s+)+|~(/%s+)+)$" % (_PATH_CHAR, _PATH_CHAR, _PATH_CHAR))
+_IMPORT_PATH_RE = re.compile(rf"^({_PATH_CHAR}*(/{_PATH_CHAR}+)+|~(/{_PATH_CHAR}+)+)$")
 _OPERATORS = ("...", "==", "!=", "<=", ">=", "&&", "||", "->", "//", "++")
 _CLOSERS = {"}": ("{", "${"), "]": ("[",), ")": ("(",)}
 
@@ -90,7 +90,7 @@ class _Scanner:
                 if not stack and nested and char == "}":
                     return pos + 1
                 if not stack or stack.pop() not in _CLOSERS[char]:
-                    self.fail(pos, "unbalanced %r" % char)
+                    self.fail(pos, f"unbalanced {char!r}")
                 pos, kind = pos + 1, "punct"
             else:
                 pos, kind = self.word(pos)
@@ -303,7 +303,7 @@ def _newline(text, pos):
 
 def _check_import_path(path):
     if not isinstance(path, str) or not _IMPORT_PATH_RE.match(path):
-        raise NixEditError("%r is not a Nix path literal such as ./ansible.nix" % (path,))
+        raise NixEditError(f"{path!r} is not a Nix path literal such as ./ansible.nix")
     return path
 
 
@@ -311,14 +311,13 @@ def _parse_module(text, path, action):
     try:
         return _Module(text)
     except NixEditError as exc:
-        raise NixEditError("cannot safely %s the imports list of configuration.nix (%s); edit it by hand: imports = [ %s ];"
-                           % (action, exc, path))
+        raise NixEditError(f"cannot safely {action} the imports list of configuration.nix ({exc}); edit it by hand: imports = [ {path} ];")
 
 
 def import_path(config_file, module_file):
     """The Nix path literal that imports ``module_file`` from ``config_file`` (./ansible.nix)."""
     relative = posixpath.relpath(module_file, posixpath.dirname(config_file))
-    return _check_import_path(relative if relative.startswith("../") else "./" + relative)
+    return _check_import_path(relative if relative.startswith("../") else f"./{relative}")
 
 
 def has_import(text, path):
@@ -341,13 +340,13 @@ def ensure_import(text, path):
     if module.imports_list is None:
         brace = tokens[module.body[0]]
         line_break = _line_break_after(text, brace.end)
-        addition = "imports = [ %s ];" % path
+        addition = f"imports = [ {path} ];"
         if line_break is None:
             spacer = "" if text[brace.end:brace.end + 1] in (" ", "\t", "\n", "\r") else " "
-            return text[:brace.end] + " " + addition + spacer + text[brace.end:]
+            return f"{text[:brace.end]} {addition}{spacer}{text[brace.end:]}"
         after = [token for token in module.all_tokens if token.start > line_break]
         if after[0] is tokens[module.body[1]]:
-            indent = _leading_blanks(text, brace.start) + "  "
+            indent = f"{_leading_blanks(text, brace.start)}  "
         else:
             indent = _leading_blanks(text, after[0].start)
         newline = _newline(text, line_break)
@@ -356,12 +355,12 @@ def ensure_import(text, path):
     opening, closing = module.imports_list
     if closing == opening + 1:
         at = tokens[opening].end
-        return text[:at] + " " + path + (" " if text[at:at + 1] == "]" else "") + text[at:]
+        return f"{text[:at]} {path}{' ' if text[at:at + 1] == ']' else ''}{text[at:]}"
     last = tokens[closing - 1]
     first = tokens[module.match.get(closing - 1, closing - 1)]
     line_break = _line_break_after(text, last.end)
     if line_break is None:
-        return text[:last.end] + " " + path + text[last.end:]
+        return f"{text[:last.end]} {path}{text[last.end:]}"
     insertion = _newline(text, line_break) + _indent_at(text, first.start) + path
     return text[:line_break] + insertion + text[line_break:]
 

@@ -60,17 +60,17 @@ cat "$tmp/flake.lock"
 def check_reference(value):
     """The nixpkgs option: image, unmanaged, or one of the flake references REF_FORMS names."""
     if not isinstance(value, str) or not value:
-        raise ValidationError("nixpkgs: must be one of %s, got %r" % (REF_FORMS, value))
+        raise ValidationError(f"nixpkgs: must be one of {REF_FORMS}, got {value!r}")
     if value in (IMAGE, UNMANAGED):
         return value
     if any(char.isspace() or ord(char) < 32 for char in value):
-        raise ValidationError("nixpkgs: must not contain blanks or control characters, got %r" % value)
+        raise ValidationError(f"nixpkgs: must not contain blanks or control characters, got {value!r}")
     if "://" in value and ":" in value.split("://", 1)[1].split("/", 1)[0].rpartition("@")[0]:
         raise ValidationError("nixpkgs: a URL with user:password@ would be written into flake.lock; give it without credentials "
                               "(use a netrc file in the machine)")
     if _GITHUB.match(value) or _URL.match(value) or _GIT.match(value) or _PATH.match(value):
         return value
-    raise ValidationError("nixpkgs: %r is not a flake reference this module can compare with a lock; use %s" % (value, REF_FORMS))
+    raise ValidationError(f"nixpkgs: {value!r} is not a flake reference this module can compare with a lock; use {REF_FORMS}")
 
 
 def parse_lock(text):
@@ -145,7 +145,7 @@ def store_path(target, base=PROFILES_DIR):
     parts = path.split("/")
     if len(parts) < 4 or parts[1:3] != ["nix", "store"] or not parts[3]:
         return None
-    return "/nix/store/" + parts[3]
+    return f"/nix/store/{parts[3]}"
 
 
 def summary(node):
@@ -224,5 +224,5 @@ def lock_arguments(reference):
     if reference == IMAGE:
         # flake:nixpkgs resolves through /etc/nix/registry.json; flake-registry '' (in the script) keeps the
         # global registry out, --offline the network.
-        return ["--offline", "--override-input", INPUT, "flake:" + INPUT]
+        return ["--offline", "--override-input", INPUT, f"flake:{INPUT}"]
     return ["--override-input", INPUT, reference]

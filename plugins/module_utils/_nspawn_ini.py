@@ -145,7 +145,7 @@ def _parse(text):
             body = body[1:]  # systemd skips a byte order mark, after its comment check
         raw_all, logical = (pending[0] + raw, pending[1] + body) if pending else (raw, body)
         if _continues(logical):
-            pending = [raw_all, logical[:-1] + " "]
+            pending = [raw_all, f"{logical[:-1]} "]
             continue
         pending = None
         entry = _classify(raw_all, logical, section)
@@ -160,15 +160,15 @@ def check_value(value, where):
     """Rejects what cannot be written as one line that systemd reads back as exactly ``value``."""
     for char, label in (("\n", "a newline"), ("\r", "a carriage return"), ("\0", "a NUL character")):
         if char in value:
-            raise NspawnSettingsError("%s: value %r contains %s" % (where, value, label))
+            raise NspawnSettingsError(f"{where}: value {value!r} contains {label}")
     if value != value.strip(" \t"):
-        raise NspawnSettingsError("%s: value %r has leading or trailing blanks, which systemd strips" % (where, value))
+        raise NspawnSettingsError(f"{where}: value {value!r} has leading or trailing blanks, which systemd strips")
     if _continues(value):
-        raise NspawnSettingsError("%s: value %r ends with a backslash, which systemd reads as a line continuation" % (where, value))
+        raise NspawnSettingsError(f"{where}: value {value!r} ends with a backslash, which systemd reads as a line continuation")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise NspawnSettingsError("%s: value %r is not valid UTF-8 text" % (where, value))
+        raise NspawnSettingsError(f"{where}: value {value!r} is not valid UTF-8 text")
     return value
 
 
@@ -177,7 +177,7 @@ def to_values(value, section, key):
 
     None and [] mean "no lines for this key". Floats, dicts and nested lists are refused.
     """
-    where = "[%s] %s=" % (section, key)
+    where = f"[{section}] {key}="
     items = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
     values = []
     for item in items:
@@ -188,20 +188,19 @@ def to_values(value, section, key):
         elif isinstance(item, str):
             values.append(check_value(item, where))
         else:
-            raise NspawnSettingsError("%s: %r is a %s; use a string, an integer, a boolean or a list of them"
-                                      % (where, item, type(item).__name__))
+            raise NspawnSettingsError(f"{where}: {item!r} is a {type(item).__name__}; use a string, an integer, a boolean or a list of them")
     return values
 
 
 def _host(systemd_version):
-    return "" if systemd_version is None else " (this host runs systemd %s)" % systemd_version
+    return "" if systemd_version is None else f" (this host runs systemd {systemd_version})"
 
 
 def _major(systemd_version):
     """252 from 252, "252" or "252.19-1~deb12u1"."""
     match = re.match(r"\s*(\d+)", str(systemd_version))
     if not match:
-        raise NspawnSettingsError("cannot read a systemd version from %r" % (systemd_version,))
+        raise NspawnSettingsError(f"cannot read a systemd version from {systemd_version!r}")
     return int(match.group(1))
 
 
@@ -213,8 +212,8 @@ def check_key(section, key, systemd_version=None):
     spec = KEYS[section].get(key)
     if spec is None:
         elsewhere = [name for name in SECTIONS if key in KEYS[name]]
-        hint = "; %s= belongs in [%s]" % (key, elsewhere[0]) if elsewhere else ""
-        raise NspawnSettingsError("[%s] %s= is not a setting of systemd.nspawn(5)%s%s" % (section, key, hint, _host(systemd_version)))
+        hint = f"; {key}= belongs in [{elsewhere[0]}]" if elsewhere else ""
+        raise NspawnSettingsError(f"[{section}] {key}= is not a setting of systemd.nspawn(5){hint}{_host(systemd_version)}")
     if systemd_version is not None and _major(systemd_version) < spec.since:
         raise NspawnSettingsError("[%s] %s= needs systemd %d or later; this host runs systemd %s"
                                   % (section, key, spec.since, systemd_version))
@@ -229,8 +228,7 @@ def _check_port(value):
     """Port= (systemd.nspawn(5), --port=): [tcp:|udp:]HOSTPORT[:CONTAINERPORT], ports 1-65535."""
     match = _PORT_RE.match(value)
     if not match or not all(1 <= int(port) <= 65535 for port in match.groups() if port is not None):
-        raise NspawnSettingsError("[Network] Port=%s: expected [tcp:|udp:]HOSTPORT[:CONTAINERPORT] with ports 1-65535, "
-                                  "e.g. tcp:8080:80" % value)
+        raise NspawnSettingsError(f"[Network] Port={value}: expected [tcp:|udp:]HOSTPORT[:CONTAINERPORT] with ports 1-65535, e.g. tcp:8080:80")
 
 
 # Bind mount options systemd-nspawn knows (src/nspawn/nspawn-mount.c, parse_mount_bind_options); it refuses
@@ -259,19 +257,19 @@ def _source(path, where):
 
 def _destination(path, where, what="destination"):
     if not path.startswith("/"):
-        raise NspawnSettingsError("%s: %s %r is not an absolute path in the machine" % (where, what, path))
+        raise NspawnSettingsError(f"{where}: {what} {path!r} is not an absolute path in the machine")
 
 
 def _check_bind(value, key):
     """Bind=, BindReadOnly= (systemd.nspawn(5), --bind=): SOURCE[:DESTINATION[:OPTIONS]], OPTIONS a comma list
     of BIND_OPTIONS; an empty SOURCE is a temporary directory (then a DESTINATION is needed)."""
-    where = "[Files] %s=%s" % (key, value)
+    where = f"[Files] {key}={value}"
     parts = value.split(":", 2)
     source = parts[0]
     if source:
         _source(source, where)
     elif len(parts) == 1:
-        raise NspawnSettingsError("%s: empty; give SOURCE[:DESTINATION[:OPTIONS]]" % where)
+        raise NspawnSettingsError(f"{where}: empty; give SOURCE[:DESTINATION[:OPTIONS]]")
     destination = parts[1] if len(parts) > 1 else source.lstrip("+")
     _destination(destination, where)
     if len(parts) == 3:
@@ -283,16 +281,16 @@ def _check_bind(value, key):
 
 def _check_absolute_first(value, key, section="Files"):
     """TemporaryFileSystem= (PATH[:OPTIONS]), Inaccessible=, WorkingDirectory=: an absolute path in the machine."""
-    _destination(value.split(":", 1)[0] if key == "TemporaryFileSystem" else value, "[%s] %s=%s" % (section, key, value), "path")
+    _destination(value.split(":", 1)[0] if key == "TemporaryFileSystem" else value, f"[{section}] {key}={value}", "path")
 
 
 def _check_overlay(value, key):
     """Overlay=, OverlayReadOnly= (--overlay=): LOWER...:UPPER[:DESTINATION], at least two paths; sources absolute
     or +/PATH; with three or more the last is the absolute destination (nspawn-mount.c, overlay_mount_parse)."""
-    where = "[Files] %s=%s" % (key, value)
+    where = f"[Files] {key}={value}"
     parts = value.split(":")
     if len(parts) < 2:
-        raise NspawnSettingsError("%s: give at least LOWER:UPPER (paths separated by colons)" % where)
+        raise NspawnSettingsError(f"{where}: give at least LOWER:UPPER (paths separated by colons)")
     sources = parts if len(parts) == 2 else parts[:-1]
     for index, path in enumerate(sources):
         if path or len(parts) == 2 or index != len(sources) - 1:  # an empty UPPER (of three or more) is a temporary one
@@ -318,8 +316,7 @@ def check_setting(section, key, values, systemd_version=None):
     the syntax of the values of VALUE_CHECKS' keys."""
     spec = check_key(section, key, systemd_version)
     if len(values) > 1 and not spec.multi:
-        raise NspawnSettingsError("[%s] %s= takes one value, got %d: %r (systemd would use only the last)"
-                                  % (section, key, len(values), values))
+        raise NspawnSettingsError(f"[{section}] {key}= takes one value, got {len(values)}: {values!r} (systemd would use only the last)")
     for value in values:
         if (section, key) in VALUE_CHECKS:
             VALUE_CHECKS[(section, key)](value)
@@ -393,9 +390,9 @@ class NspawnFile:
         """
         values = list(values)
         if not all(isinstance(name, str) and _NAME_RE.match(name) for name in (section, key)):
-            raise NspawnSettingsError("[%s] %s=: section and key names are ASCII letters and digits" % (section, key))
+            raise NspawnSettingsError(f"[{section}] {key}=: section and key names are ASCII letters and digits")
         for value in values:
-            check_value(value, "[%s] %s=" % (section, key))
+            check_value(value, f"[{section}] {key}=")
         current = [entry for entry in self.entries if entry.is_key(section, key)]
         if [entry.value for entry in current] == values:
             return False
@@ -404,7 +401,7 @@ class NspawnFile:
         new = []
         for value in values:
             reuse = [entry for entry in current if entry.value == value and entry not in new]
-            new.append(reuse[0] if reuse else self._line("assignment", "%s=%s" % (key, value), section, key, value))
+            new.append(reuse[0] if reuse else self._line("assignment", f"{key}={value}", section, key, value))
         if current:
             at = self.entries.index(current[0])
             self.entries = [entry for entry in self.entries if entry not in current]
@@ -423,7 +420,7 @@ class NspawnFile:
             if self.entries and self.entries[-1].kind != "blank":
                 self._terminate(len(self.entries) - 1)
                 self.entries.append(self._line("blank", ""))
-            self.entries.append(self._line("section", "[%s]" % section, section))
+            self.entries.append(self._line("section", f"[{section}]", section))
             return len(self.entries)
         at = headers[-1] + 1
         for index in range(at, len(self.entries)):

@@ -26,7 +26,7 @@ class Step:
         self.do = do
 
     def __repr__(self):
-        return "Step(%s)" % ", ".join(self.actions)
+        return f"Step({', '.join(self.actions)})"
 
 
 def apply(backend, steps):

@@ -27,11 +27,11 @@ NIXPKGS_RECORD_DIR = "/var/lib/nspawn-nixos/nixpkgs"
 
 
 def nixpkgs_record_path(name):
-    return os.path.join(NIXPKGS_RECORD_DIR, "%s.json" % name)
+    return os.path.join(NIXPKGS_RECORD_DIR, f"{name}.json")
 
 
 def origin_path(name):
-    return os.path.join(ORIGIN_DIR, "%s.json" % name)
+    return os.path.join(ORIGIN_DIR, f"{name}.json")
 
 
 # What nspawn_image is fetching right now, written before a transfer starts and removed when its origin
@@ -42,7 +42,7 @@ PENDING_DIR = "/var/lib/nspawn-nixos/pending"
 
 
 def pending_path(name):
-    return os.path.join(PENDING_DIR, "%s.json" % name)
+    return os.path.join(PENDING_DIR, f"{name}.json")
 
 
 def remove_pending(name):
@@ -75,4 +75,4 @@ NSPAWN_DIR = "/etc/systemd/nspawn"
 
 
 def settings_path(name):
-    return os.path.join(NSPAWN_DIR, "%s.nspawn" % name)
+    return os.path.join(NSPAWN_DIR, f"{name}.nspawn")

@@ -47,4 +47,4 @@ def redact_url(value):
     if "@" not in parts.netloc:
         return value
     host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, "********@" + host, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, f"********@{host}", parts.path, parts.query, parts.fragment))

@@ -47,7 +47,7 @@ class MachineDir:
 
     def __init__(self, root, path, machine=None):
         self.root = root
-        self.path = "/" + path.strip("/")
+        self.path = f"/{path.strip('/')}"
         self.machine = machine or os.path.basename(root.rstrip("/"))
         self.host_path = os.path.join(root, path.strip("/"))
         self.fd = None
@@ -64,7 +64,7 @@ class MachineDir:
         return self.fd is not None
 
     def inside(self, name):
-        return "%s/%s" % (self.path.rstrip("/"), name)
+        return f"{self.path.rstrip('/')}/{name}"
 
     def _refuse(self, where, problem):
         raise UnsafePath("%s in machine %s %s; the module does not follow symlinks or open special files in a machine's "
@@ -76,7 +76,7 @@ class MachineDir:
         walked = ""
         try:
             for part in [part for part in self.path.split("/") if part]:
-                walked += "/" + part
+                walked += f"/{part}"
                 try:
                     child = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
                 except OSError as exc:
@@ -85,7 +85,7 @@ class MachineDir:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         info = os.stat(part, dir_fd=fd, follow_symlinks=False)
                         if stat.S_ISLNK(info.st_mode):
-                            self._refuse(walked, "is a symlink (to %s)" % os.readlink(part, dir_fd=fd))
+                            self._refuse(walked, f"is a symlink (to {os.readlink(part, dir_fd=fd)})")
                         self._refuse(walked, "is not a directory")
                     raise
                 os.close(fd)
@@ -131,7 +131,7 @@ class MachineDir:
             return None, None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                self._refuse(self.inside(name), "is a symlink (to %s)" % self.readlink(name))
+                self._refuse(self.inside(name), f"is a symlink (to {self.readlink(name)})")
             raise
         try:
             info = os.fstat(fd)
@@ -148,7 +148,7 @@ class MachineDir:
 
     def write(self, name, text, mode, uid=None, gid=None):
         """Replace name by a file holding text, atomically (temporary file, fsync, rename)."""
-        tmp = ".%s.%s.tmp" % (name, uuid.uuid4().hex[:12])
+        tmp = f".{name}.{uuid.uuid4().hex[:12]}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | _NOFOLLOW, 0o600, dir_fd=self.fd)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -210,7 +210,7 @@ def read_in_root(root, path, machine=None, limit=MAX_READ_BYTES):
             if resolved:
                 resolved.pop()
             continue
-        with MachineDir(root, "/" + "/".join(resolved), machine) as directory:
+        with MachineDir(root, f"/{'/'.join(resolved)}", machine) as directory:
             if not directory.exists:
                 return None, None
             info = directory.lstat(part)

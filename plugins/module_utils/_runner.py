@@ -61,7 +61,7 @@ class Runner:
                                                before_communicate_callback=self._started, **extra)
         self.child = None
         if check and rc != 0:
-            raise CommandError("%s (rc=%s): %s" % (msg or "Command failed", rc, output_tail(out, err)), argv, rc, out, err)
+            raise CommandError(f"{msg or 'Command failed'} (rc={rc}): {output_tail(out, err)}", argv, rc, out, err)
         return rc, out, err
 
     def fail(self, error, **extra):

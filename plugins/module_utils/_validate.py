@@ -35,7 +35,7 @@ def check_text(value, option):
         return value
     for char, label in (("\n", "newline"), ("\r", "carriage return"), ("\0", "NUL")):
         if char in value:
-            raise ValidationError("%s: must not contain a %s character" % (option, label))
+            raise ValidationError(f"{option}: must not contain a {label} character")
     return value
 
 
@@ -44,7 +44,7 @@ def check_machine_name(value, option="name"):
     check_text(value, option)
     problem = None
     if not value or len(value) > 64:
-        problem = "is %d characters long" % len(value or "")
+        problem = f"is {len(value or '')} characters long"
     elif value[0] in "-." or value[-1] in "-.":
         problem = "starts or ends with '-' or '.'"
     elif ".." in value:
@@ -52,7 +52,7 @@ def check_machine_name(value, option="name"):
     elif not all(_LABEL_RE.match(label) for label in value.split(".")):
         problem = "contains a character other than a-z, A-Z, 0-9, '-', '_' and '.'"
     if problem:
-        raise ValidationError("%s: %r is not a valid machine name (it %s): %s" % (option, value, problem, MACHINE_NAME_RULE))
+        raise ValidationError(f"{option}: {value!r} is not a valid machine name (it {problem}): {MACHINE_NAME_RULE}")
     return value
 
 
@@ -60,13 +60,12 @@ def check_url(value, option="url", schemes=URL_SCHEMES):
     """An absolute URL of one of the allowed schemes, with a host (or a path for file://)."""
     check_text(value, option)
     if any(char.isspace() or ord(char) < 0x20 or ord(char) == 0x7f for char in value):
-        raise ValidationError("%s: %r contains blanks or control characters; percent-encode them (a space is %%20)"
-                              % (option, redact_url(value)))
+        raise ValidationError(f"{option}: {redact_url(value)!r} contains blanks or control characters; percent-encode them (a space is %20)")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ValidationError("%s: %r is not a valid URL (%s)" % (option, redact_url(value), exc))
+        raise ValidationError(f"{option}: {redact_url(value)!r} is not a valid URL ({exc})")
     scheme = parts.scheme.lower()
     if scheme not in schemes:
         raise ValidationError(
@@ -74,11 +73,11 @@ def check_url(value, option="url", schemes=URL_SCHEMES):
         )
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValidationError("%s: a file:// URL needs an absolute local path, e.g. file:///var/tmp/image.tar.xz" % option)
+            raise ValidationError(f"{option}: a file:// URL needs an absolute local path, e.g. file:///var/tmp/image.tar.xz")
     elif not parts.hostname:
-        raise ValidationError("%s: %r has no host name" % (option, redact_url(value)))
+        raise ValidationError(f"{option}: {redact_url(value)!r} has no host name")
     if not parts.path.rstrip("/"):
-        raise ValidationError("%s: %r names no file" % (option, redact_url(value)))
+        raise ValidationError(f"{option}: {redact_url(value)!r} names no file")
     return value
 
 
@@ -93,20 +92,19 @@ def parse_checksum(value, option="checksum"):
     algo, sep, rest = value.partition(":")
     if not sep or algo.lower() != "sha256" or not rest:
         raise ValidationError(
-            "%s: must be 'sha256:<64 hex digits>' or 'sha256:<http(s):// or file:// URL of a SHA256SUMS file>', got %r"
-            % (option, redact_url(value))
+            f"{option}: must be 'sha256:<64 hex digits>' or 'sha256:<http(s):// or file:// URL of a SHA256SUMS file>', got {redact_url(value)!r}"
         )
     if "://" in rest:
         check_url(rest, option)
         return ("url", rest)
     if not SHA256_RE.match(rest):
-        raise ValidationError("%s: the sha256 digest must be 64 hexadecimal digits, got %d characters" % (option, len(rest)))
+        raise ValidationError(f"{option}: the sha256 digest must be 64 hexadecimal digits, got {len(rest)} characters")
     return ("hex", rest.lower())
 
 
 def check_timeout(value, option="timeout"):
     if value is None or value < 1:
-        raise ValidationError("%s: must be a positive number of seconds, got %r" % (option, value))
+        raise ValidationError(f"{option}: must be a positive number of seconds, got {value!r}")
     return value
 
 

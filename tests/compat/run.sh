@@ -12,7 +12,7 @@
 # tests/compat/ansible-core-VERSION.txt) on the controller Python of tests/compat/versions,
 # and its own sanity copy (/var/tmp/nspawn-nixos-sanity-compat-VERSION). sanity-lowest runs
 # the compile and import tests of the modules on the lowest target Python (3.9).
-# integration runs the nspawn_info target (tests/integration/test_config_modules.py) on one
+# integration runs the nspawn_info target (tests/integration/test_targets.py) on one
 # Debian 12 lab host with this venv's ansible-playbook.
 set -euo pipefail
 
@@ -108,7 +108,7 @@ step_units() {
 
 step_integration() {
     (cd "$CHECKOUT" && NSPAWN_LAB_REQUIRED=1 NSPAWN_LAB_RELEASES=12 ANSIBLE_COLLECTIONS_PATH=$CHECKOUT/tests/output/collections \
-        "$VENV/bin/pytest" -p no:cacheprovider tests/integration/test_config_modules.py -k "test_config_target and nspawn_info")
+        "$VENV/bin/pytest" -p no:cacheprovider tests/integration/test_targets.py -k "test_target and nspawn_info")
 }
 
 for step in $STEPS; do

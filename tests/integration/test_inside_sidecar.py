@@ -21,7 +21,7 @@ import tempfile
 import pytest
 import yaml
 
-from runner import OUTPUT_DIR
+from lab.ansible_runner import OUTPUT_DIR
 
 NAME = "inside"
 SETTINGS = {"environment": {"systemPackages": {"__nix_raw__": "with pkgs; [ python3 ]"}}}

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from runner import CHECKOUT
+from lab.ansible_runner import CHECKOUT
 
 FLAVOURS = {
     # flavour: (nixos-rebuild's exit status for a specialfs-only failure, for failed units, switch_status seen, a line it prints)

@@ -8,6 +8,8 @@ Fixtures
     lab_host   a Host, parametrized over the releases: test ids end in the release's
                name ([debian12], [debian12-backports], [debian-sid], ...);
                `@pytest.mark.lab_releases("13")` restricts a test.
+    ansible_runner (session) an AnsibleRunner (ansible_runner.py) on the lab's inventory:
+               playbooks and integration targets, with every task result as data.
 
 Environment
     NSPAWN_LAB_NAME       lab name (default "pytest-<pid>": parallel runs on one machine
@@ -21,8 +23,8 @@ Environment
                           root, tools missing): `make integration` sets it, so a CI run
                           cannot pass by skipping every lab test
 
-Load it with `pytest -p lab.pytest_plugin` and tests/ on sys.path, or import the fixtures
-into a conftest.py (tests/integration/conftest.py does).
+tests/conftest.py loads it for every test folder (integration, reliability, and the units,
+which use none of it); elsewhere `pytest -p lab.pytest_plugin` with tests/ on sys.path.
 """
 
 import os
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from .ansible_runner import AnsibleRunner
 from .build import missing_tools
 from .images import DEFAULT_RELEASES, release, releases_from
 from .lab import Lab
@@ -101,3 +104,9 @@ def lab_host(request, lab):  # pylint: disable=redefined-outer-name
     if marker and request.param not in [str(version) for version in marker.args]:
         pytest.skip("test restricted to the lab releases %s" % ", ".join(str(version) for version in marker.args))
     return lab.host(request.param)
+
+
+@pytest.fixture(scope="session")
+def ansible_runner(lab):  # pylint: disable=redefined-outer-name
+    """Runs playbooks and integration targets against the session's lab."""
+    return AnsibleRunner(lab.inventory)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner import OUTPUT_DIR, case_steps
+from lab.ansible_runner import OUTPUT_DIR, case_steps
 from snapshot import SNAPSHOT_SCRIPT, differences, parse_snapshot
 
 HERE = Path(__file__).resolve().parent

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner import CHECKOUT, OUTPUT_DIR
+from lab.ansible_runner import CHECKOUT, OUTPUT_DIR
 
 SCENARIOS = ("default", "controller_image", "absent")
 REPORT = OUTPUT_DIR / "reliability-check-mode.json"

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from faults.harness import GZ_IMAGE, FaultRun, Tally, image_sha256, image_url, judge_unchanged, on_hosts, snapshots, tasks_play, wait_for
-from runner import OUTPUT_DIR, PlaybookResult
+from lab.ansible_runner import OUTPUT_DIR, PlaybookResult
 
 SUITE = "interrupt"
 NAME = "int-img"

@@ -124,7 +124,7 @@ def fetch_text(url, timeout, limit=SUMS_MAX_BYTES):
         with contextlib.closing(_open(url, timeout)) as response:
             data = response.read(limit + 1)
     except _NETWORK_ERRORS as exc:
-        raise DownloadError("Fetching %s failed: %s" % (redact_url(url), exc), url=redact_url(url))
+        raise DownloadError(f"Fetching {redact_url(url)} failed: {exc}", url=redact_url(url))
     if len(data) > limit:
         raise DownloadError("%s is larger than %d bytes: not a SHA256SUMS file" % (redact_url(url), limit), url=redact_url(url))
     return data.decode("utf-8", "replace")
@@ -142,18 +142,18 @@ def expected_from_sums(text, filename, sums_url=""):
                 continue
             digest, name = fields
             name = name[1:] if name.startswith("*") else name
-        if name.strip() in (filename, "./" + filename) and len(digest) == 64:
+        if name.strip() in (filename, f"./{filename}") and len(digest) == 64:
             try:
                 int(digest, 16)
             except ValueError:
                 continue
             return digest.lower()
-    raise DownloadError("%s lists no sha256 for %s" % (redact_url(sums_url) or "the SHA256SUMS file", filename),
+    raise DownloadError(f"{redact_url(sums_url) or 'the SHA256SUMS file'} lists no sha256 for {filename}",
                         url=redact_url(sums_url))
 
 
 def temp_prefix(name):
-    return TEMP_PREFIX + name + "@"
+    return f"{TEMP_PREFIX}{name}@"
 
 
 def url_basename(url):
@@ -250,7 +250,7 @@ class ImageBackend(Backend):
         plan, drift, how = [], {}, None
         if image is None:
             if not url:
-                raise ValidationError("url: required to create the image %s, which does not exist" % name)
+                raise ValidationError(f"url: required to create the image {name}, which does not exist")
             how = self._method(mc, url, checksum)
             plan.append(how)
         elif url:
@@ -287,7 +287,7 @@ class ImageBackend(Backend):
                                       "(not installed, or not shipped by the distribution); nothing was changed")
             plan.append("export")
             if image is not None and mc.show(name) is not None:
-                self.module.warn("machine %s is running: the export of its image may be inconsistent" % name)
+                self.module.warn(f"machine {name} is running: the export of its image may be inconsistent")
 
         before = dict(state="absent" if image is None else "present",
                       url=(origin or {}).get("url"), sha256=(origin or {}).get("sha256"))
@@ -402,7 +402,7 @@ class ImageBackend(Backend):
         try:
             recorded, dummy = self._conclude(mc, name, read_json(pending_path(name)))
         except (ModuleFailure, IOError, OSError) as exc:
-            return "cleaning up after it failed too: %s" % getattr(exc, "msg", exc)
+            return f"cleaning up after it failed too: {getattr(exc, 'msg', exc)}"
         if recorded:
             return "the image was complete and its origin is recorded"
         return "nothing of the transfer was left (no partial image, no importd transfer, no pending record)"
@@ -455,15 +455,15 @@ class ImageBackend(Backend):
         self.actions.append("recover")
         transfers = [t for t in mc.list_transfers() if t["local"] == name] if mc.importd_available() else []
         complete = image is not None and not transfers and pending.get("stage") in ("pull", "import")
-        if self.module.check_mode:  # the actions a real run reports, and the state it goes on from
-            if transfers:
-                self.actions.append("cancel_transfer")
-            if complete:
-                self.actions.append("record_origin")
+        # The actions a real run reports (_conclude reports them as it does them).
+        predicted = (["cancel_transfer"] if transfers else []) + (["record_origin"] if complete else [])
+        outcome = []
+        if not apply(self, [Step(predicted, lambda: outcome.extend(self._conclude(mc, name, pending)))]):
+            if complete:  # check mode: the state a real run goes on from
                 origin = dict(pending, time=None)
                 origin.pop("stage", None)
             return image, origin
-        recorded, shown = self._conclude(mc, name, pending)
+        recorded, shown = outcome
         if recorded:
             self.module.warn("an earlier run was interrupted while fetching image %s, after the image was complete: its "
                              "origin is recorded now from that run's request (%s)" % (name, pending.get("url")))
@@ -490,13 +490,13 @@ class ImageBackend(Backend):
         tarball, a refused connection) is in its journal rather than in importctl's output: quote it."""
         started = int(time.time()) - 1
         try:
-            self.runner.run(mc.pull_argv(image_kind(url), url, name, verify), msg="Pulling %s as %s failed" % (redact_url(url), name))
+            self.runner.run(mc.pull_argv(image_kind(url), url, name, verify), msg=f"Pulling {redact_url(url)} as {name} failed")
         except CommandError as exc:
             dummy, out, dummy_err = self.runner.run(
                 ["journalctl", "-u", "systemd-importd.service", "--since=@%d" % started, "-n", "20", "-o", "cat", "--no-pager"],
                 check=False)
             if out.strip():
-                exc.msg += "; the last lines of systemd-importd's journal:\n" + redact_text(out.strip())
+                exc.msg += f"; the last lines of systemd-importd's journal:\n{redact_text(out.strip())}"
             raise
 
     def _download_import(self, mc, name, url, checksum, replace, pending):
@@ -506,7 +506,7 @@ class ImageBackend(Backend):
             expected, sums_url = (checksum[1], None) if checksum[0] == "hex" else (None, checksum[1])
         elif self.module.params["verify"] == "checksum":
             parts = urlsplit(url)
-            sums_url = urlunsplit(parts._replace(path=posixpath.dirname(parts.path) + "/SHA256SUMS", query="", fragment=""))
+            sums_url = urlunsplit(parts._replace(path=f"{posixpath.dirname(parts.path)}/SHA256SUMS", query="", fragment=""))
         if not os.path.isdir(IMAGE_STORE):
             os.makedirs(IMAGE_STORE, 0o700)
         self._pending(pending, "download")
@@ -528,7 +528,7 @@ class ImageBackend(Backend):
             self.actions.append("import")
             kind = image_kind(url)
             if mc.importd_available():
-                self.runner.run(mc.import_argv(kind, part, name), msg="Importing the download of %s as %s failed" % (redact_url(url), name))
+                self.runner.run(mc.import_argv(kind, part, name), msg=f"Importing the download of {redact_url(url)} as {name} failed")
             else:
                 self._unpack(part, name, kind)
         finally:
@@ -539,7 +539,7 @@ class ImageBackend(Backend):
         """Import without importd (RHEL family): unpack next to the final place, then rename."""
         dest = os.path.join(IMAGE_STORE, name + (".raw" if kind == "raw" else ""))
         if os.path.lexists(dest):
-            raise ModuleFailure("%s already exists but machined does not list it as an image: move it away first" % dest)
+            raise ModuleFailure(f"{dest} already exists but machined does not list it as an image: move it away first")
         if kind == "raw":
             os.rename(part, dest)
             return
@@ -547,7 +547,7 @@ class ImageBackend(Backend):
         try:
             os.chmod(tree, 0o755)
             self.runner.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", part, "-C", tree],
-                            msg="Unpacking the image %s failed" % name)
+                            msg=f"Unpacking the image {name} failed")
             os.rename(tree, dest)
         finally:
             if os.path.lexists(tree):
@@ -560,22 +560,22 @@ class ImageBackend(Backend):
         if state == "absent":
             raise ValidationError("export_to: only applies with state=present")
         if not os.path.isabs(path):
-            raise ValidationError("export_to: must be an absolute path, got %r" % path)
+            raise ValidationError(f"export_to: must be an absolute path, got {path!r}")
         if not export_kind(path):
             raise ValidationError("export_to: the file name must end in .tar, .tar.gz, .tar.xz, .tar.bz2 (export-tar) or "
                                   ".raw, .raw.gz, .raw.xz, .raw.bz2 (export-raw), got %r" % os.path.basename(path))
         if not os.path.isdir(os.path.dirname(path)):
-            raise ValidationError("export_to: the directory %s does not exist" % os.path.dirname(path))
+            raise ValidationError(f"export_to: the directory {os.path.dirname(path)} does not exist")
 
     def _export(self, mc, name, path):
         """Export to a hidden file beside path (same suffix, so importd picks the same compression), then rename."""
         self.actions.append("export")
         directory, base = os.path.split(path)
-        fd, partial = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + base, dir=directory)
+        fd, partial = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f"-{base}", dir=directory)
         os.close(fd)
         os.unlink(partial)  # the export tool creates the file itself
         try:
-            self.runner.run(mc.export_argv(export_kind(path), name, partial), msg="Exporting %s to %s failed" % (name, path))
+            self.runner.run(mc.export_argv(export_kind(path), name, partial), msg=f"Exporting {name} to {path} failed")
             os.chmod(partial, 0o600)
             os.rename(partial, path)
         finally:

@@ -50,7 +50,7 @@ class MachineBackend(Backend):
 
         plan = self._plan(state, info is not None, want_enabled, enabled, image is not None, params["remove_image"])
         if "start" in plan and image is None:
-            raise ModuleFailure("machine %s cannot start: there is no image named %s (create it with nspawn.nixos.nspawn_image)" % (name, name))
+            raise ModuleFailure(f"machine {name} cannot start: there is no image named {name} (create it with nspawn.nixos.nspawn_image)")
 
         before = dict(state=_machine_state(info, image), enabled=enabled)
         after_enabled = enabled if want_enabled is None else want_enabled
@@ -100,7 +100,7 @@ class MachineBackend(Backend):
                 self._wait_up(mc, name, timeout)
             except ModuleFailure as exc:
                 mc.wait_unit_settled(name)
-                exc.msg = "%s\nLast lines of the journal of %s:\n%s" % (exc.msg, unit_name(name), mc.journal_tail(name))
+                exc.msg = f"{exc.msg}\nLast lines of the journal of {unit_name(name)}:\n{mc.journal_tail(name)}"
                 raise
         elif step == "reboot":
             mc.act("reboot", name)
@@ -111,7 +111,7 @@ class MachineBackend(Backend):
             try:
                 mc.wait_gone(name, timeout)
             except WaitTimeout:
-                self.module.warn("machine %s did not power off within %s seconds: terminating it" % (name, timeout))
+                self.module.warn(f"machine {name} did not power off within {timeout} seconds: terminating it")
                 self.actions.append("terminate")
                 mc.act("terminate", name)
                 mc.wait_gone(name, TERMINATE_GRACE)

@@ -28,8 +28,12 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._nix import (
     NixEditError, NixValueError, nix_error, parse_check_argv, render_module,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._nix_imports import ensure_import, import_path, remove_import
+from ansible_collections.nspawn.nixos.plugins.module_utils._nixos_system import (
+    FLAKE_REF, GC_SCRIPT, SHELL, SW_BIN, SYSTEMS_SCRIPT, deletable_generations, deleted_generations,
+    failure_reasons, judge_rebuild, parse_gc, parse_systems, rebuild_command,
+)
 from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import (
-    IMAGE, LOCK_FILE, LOCK_SCRIPT, PROFILES_DIR, REGISTRY_PATH, TOOL_PATH, UNMANAGED, check_reference, generation_number, is_branch,
+    IMAGE, LOCK_FILE, LOCK_SCRIPT, PROFILES_DIR, REGISTRY_PATH, UNMANAGED, check_reference, generation_number, is_branch,
     lock_arguments, locked_input, parse_lock, registry_pin, satisfies, summary, system_profile,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
@@ -43,40 +47,11 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
 NIXOS_DIR = "/etc/nixos"
 CONFIG_FILE = "configuration.nix"
 FLAKE_FILE = "flake.nix"
-# The upstream nspawn-nixos image generates a flake whose nixosConfigurations attribute is `nixos`.
-FLAKE_REF = "/etc/nixos#nixos"
-# NixOS keeps its tools here; the PATH of a `systemd-run -M` unit may not include it.
-SW_BIN = "/run/current-system/sw/bin"
-# nixos-rebuild runs further tools (nix, nix-env, systemd-run) and needs NIX_PATH without a flake:
-# a login shell sets up the same environment as `machinectl shell` would.
-LOGIN_SHELL = ("/bin/sh", "-lc")
-# Fails in every nspawn container for images built with boot.isContainer but not
-# boot.isNspawnContainer (nixpkgs nixos/modules/tasks/filesystems.nix: /dev, /dev/pts, /dev/shm and
-# /run are only left out for isNspawnContainer; mount gets "permission denied" there) and is harmless.
-HARMLESS_SNIPPETS = frozenset(("specialfs",))
-# switch-to-configuration's exit statuses (switch-to-configuration-ng main.rs; 3 only in the old Perl script).
-SWITCH_EXIT_CODES = {
-    2: "an activation script snippet failed",
-    3: "reloading systemd or creating tmpfiles failed",
-    4: "units failed",
-}
-# Reads, inside the machine, the system that is active and the one the profile points at.
-# Scripts run with `sh -c` and NixOS's tool path: not a login shell, whose profile could print to stdout.
-SHELL = ("/bin/sh", "-c")
-SYSTEMS_SCRIPT = TOOL_PATH + "readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system"
-GC_SCRIPT = TOOL_PATH + 'set -e; nix-env -p /nix/var/nix/profiles/system --delete-generations "+$1"; exec nix-store --gc'
 MASK = "********"
 NEW_FILE_MODE = 0o644
 SECRET_FILE_MODE = 0o600
 
 _DEST_NAME_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]*\.nix$")
-_SNIPPET_RE = re.compile(r"Activation script snippet '([^']*)' failed")
-_UNITS_RE = re.compile(r"the following units failed: ([^\n]*)")
-# nixos-rebuild-ng prints the CalledProcessError of switch-to-configuration (run through systemd-run).
-_STATUS_RE = re.compile(r"switch-to-configuration[^\n]*returned non-zero exit status (\d+)")
-_ACTIVATING = "activating the configuration"
-_FREED_RE = re.compile(r"(\d+) store paths deleted, ([0-9.]+ [KMGT]?i?B) freed")
-_DELETED_GEN_RE = re.compile(r"removing (?:profile version|generation) (\d+)")
 
 
 def check_dest(dest, do_import):
@@ -93,69 +68,6 @@ def check_dest(dest, do_import):
     if name == CONFIG_FILE and do_import:
         raise ValidationError("import: configuration.nix cannot import itself; set import: false to manage the whole file")
     return name
-
-
-def failed_snippets(*texts):
-    """The activation script snippets that switch-to-configuration reported as failed, in order, once each."""
-    found = []
-    for text in texts:
-        for name in _SNIPPET_RE.findall(text or ""):
-            if name not in found:
-                found.append(name)
-    return found
-
-
-def failed_units(*texts):
-    """The units switch-to-configuration reported as failed ("warning: the following units failed: a, b")."""
-    found = []
-    for text in texts:
-        for line in _UNITS_RE.findall(text or ""):
-            for unit in line.split(","):
-                unit = unit.strip()
-                if unit and unit not in found:
-                    found.append(unit)
-    return found
-
-
-def switch_status(rc, *texts):
-    """switch-to-configuration's exit status as far as nixos-rebuild lets it show, else None.
-
-    The bash nixos-rebuild (NixOS 25.05 and earlier) exits 1 after "warning: error(s) occurred while switching
-    to the new configuration"; early nixos-rebuild-ng exits 1 printing "Command '[... switch-to-configuration',
-    'switch']' returned non-zero exit status N."; later nixos-rebuild-ng exits with N itself.
-    """
-    for text in texts:
-        match = _STATUS_RE.search(text or "")
-        if match:
-            return int(match.group(1))
-    return rc if rc in SWITCH_EXIT_CODES else None
-
-
-def judge_rebuild(action, rc, out, err, systems=None):
-    """(ok, evidence) of a nixos-rebuild run, from what it printed and the state it left, not from rc alone.
-
-    Success: rc 0; or an activation that ran (switch, test) whose only failed snippets are harmless in
-    nspawn, with no failed unit, no other switch-to-configuration failure, and (switch) the profile's
-    system active. systems: {"current": ..., "profile": ...} read in the machine after the run.
-    """
-    snippets = failed_snippets(out, err)
-    units = failed_units(out, err)
-    status = switch_status(rc, out, err)
-    activated = action in ("switch", "test") and (_ACTIVATING in (out or "") + (err or "") or bool(snippets))
-    systems = systems or {}
-    evidence = dict(failed_snippets=snippets, failed_units=units, switch_status=status, activated=activated,
-                    current_system=systems.get("current"), profile_system=systems.get("profile"))
-    if rc == 0:
-        return True, evidence
-    ok = (activated and bool(snippets) and set(snippets) <= HARMLESS_SNIPPETS and not units and status in (None, 2)
-          and (action != "switch" or (bool(systems.get("current")) and systems.get("current") == systems.get("profile"))))
-    return ok, evidence
-
-
-def parse_gc(text):
-    """(store paths deleted, size freed as nix prints it) from nix-store --gc's summary line."""
-    match = _FREED_RE.search(text or "")
-    return (int(match.group(1)), match.group(2)) if match else (None, None)
 
 
 def shadow_hash(text, user="root"):
@@ -456,15 +368,6 @@ class NixosBackend(Backend):
             else:
                 nixos.write(change.name, change.before, stat.S_IMODE(change.info.st_mode), change.info.st_uid, change.info.st_gid)
 
-    @staticmethod
-    def rebuild_command(action, flake=False, rollback=False):
-        words = [SW_BIN + "/nixos-rebuild", action]
-        if flake:
-            words += ["--flake", FLAKE_REF]
-        if rollback:
-            words.append("--rollback")
-        return list(LOGIN_SHELL) + ["exec " + " ".join(words)]
-
     def _timeout_properties(self):
         """systemd-run properties of the long commands in the machine: the service manager stops them after timeout."""
         return ["RuntimeMaxSec=%d" % self.module.params["timeout"]]
@@ -472,13 +375,12 @@ class NixosBackend(Backend):
     def _systems(self, mc, name, properties):
         """{"current": active system, "profile": the profile's system}, read in the machine; {} when that fails."""
         rc, out, dummy = mc.run_inside(name, list(SHELL) + [SYSTEMS_SCRIPT], check=False, properties=properties)
-        lines = out.splitlines() if rc == 0 else []
-        return dict(current=lines[0].strip(), profile=lines[1].strip()) if len(lines) >= 2 else {}
+        return parse_systems(rc, out)
 
     def _rebuild(self, mc, name, nixos, root, changes, action):
         flake = nixos.lstat(FLAKE_FILE) is not None
         properties = self._timeout_properties()
-        command = self.rebuild_command(action, flake)
+        command = rebuild_command(action, flake)
         link_before = system_profile(root, name)[0]
         rc, out, err = mc.run_inside(name, command, check=False, properties=properties)
         ok, evidence = judge_rebuild(action, rc, out, err, self._systems(mc, name, properties) if rc != 0 else None)
@@ -493,23 +395,8 @@ class NixosBackend(Backend):
             info["warnings"].append(warning)
             self.module.warn(warning)
             return
-        status = evidence["switch_status"]
-        reasons = []
-        if status in SWITCH_EXIT_CODES:
-            reasons.append("switch-to-configuration status %s: %s" % (status, SWITCH_EXIT_CODES[status]))
-        if evidence["failed_units"]:
-            reasons.append("failed units: " + ", ".join(evidence["failed_units"]))
-        harmful = [snippet for snippet in evidence["failed_snippets"] if snippet not in HARMLESS_SNIPPETS]
-        if harmful:
-            reasons.append("failed activation snippets: " + ", ".join(harmful))
-        if not evidence["activated"] and action in ("switch", "test"):
-            reasons.append("the new configuration was not activated")
-        elif action == "switch" and not evidence["current_system"]:
-            reasons.append("the active system could not be read in the machine")
-        elif action == "switch" and evidence["current_system"] != evidence["profile_system"]:
-            reasons.append("the active system %s is not the profile's %s" % (evidence["current_system"], evidence["profile_system"]))
-        msg = "nixos-rebuild %s in machine %s failed (rc=%s%s): %s" % (
-            action, name, rc, "; " + "; ".join(reasons) if reasons else "", output_tail(out, err))
+        reasons = "".join("; " + reason for reason in failure_reasons(action, evidence))
+        msg = f"nixos-rebuild {action} in machine {name} failed (rc={rc}{reasons}): {output_tail(out, err)}"
         if self.module.params["rollback"]:
             msg += "\n" + self._rollback(mc, name, root, action, flake, link_before, properties, info)
         self._restore(nixos, changes)
@@ -527,7 +414,7 @@ class NixosBackend(Backend):
         self.actions.append("rollback")
         # With the flake's attribute: without it, nixos-rebuild re-executes itself through the attribute named after
         # the hostname, which a changed networking.hostName has just made a different one.
-        command = self.rebuild_command(action, flake=flake, rollback=True)
+        command = rebuild_command(action, flake=flake, rollback=True)
         rc, out, err = mc.run_inside(name, command, check=False, properties=properties)
         ok, dummy = judge_rebuild(action, rc, out, err, self._systems(mc, name, properties) if rc != 0 else None)
         if ok:
@@ -605,10 +492,7 @@ class NixosBackend(Backend):
     def _deletable_generations(self, root, name, keep, rebuild):
         """The generations `nix-env --delete-generations +keep` would delete after this run's rebuild."""
         numbers, current = self._generations(root, name)
-        if rebuild in ("switch", "boot"):  # the rebuild adds one and makes it current
-            current = (numbers[-1] if numbers else 0) + 1
-            numbers = numbers + [current]
-        return [number for number in numbers[:-keep] if number != current] if len(numbers) > keep else []
+        return deletable_generations(numbers, current, keep, rebuild)
 
     def _collect_garbage(self, mc, name, keep, predicted):
         properties = self._timeout_properties()
@@ -616,5 +500,5 @@ class NixosBackend(Backend):
         dummy, out, err = mc.run_inside(name, argv, properties=properties,
                                         msg="nixos_config: deleting old generations or collecting garbage in machine %s failed" % name)
         deleted, freed = parse_gc(out + "\n" + err)
-        found = sorted(int(number) for number in _DELETED_GEN_RE.findall(out + "\n" + err))
+        found = deleted_generations(out + "\n" + err)
         self.result["garbage"] = dict(keep=keep, deleted_generations=found or predicted, store_paths_deleted=deleted, freed=freed)

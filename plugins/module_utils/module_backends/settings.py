@@ -45,7 +45,7 @@ def write_text_atomic(module, path, text, mode=FILE_MODE):
     owner and mode (atomic_move copies them).
     """
     creating = not os.path.exists(path)
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
             handle.write(text)
@@ -67,7 +67,7 @@ def desired_values(settings, systemd_version):
     back exactly, or does not know in this version.
     """
     if not isinstance(settings, dict):
-        raise ValidationError("settings: must be a dict of sections (%s)" % ", ".join(SECTIONS))
+        raise ValidationError(f"settings: must be a dict of sections ({', '.join(SECTIONS)})")
     desired = {}
     for section, keys in settings.items():
         if section not in SECTIONS:
@@ -76,14 +76,14 @@ def desired_values(settings, systemd_version):
         if keys is None:
             keys = {}
         if not isinstance(keys, dict):
-            raise ValidationError("settings.%s: must be a dict of key: value, got %s" % (section, type(keys).__name__))
+            raise ValidationError(f"settings.{section}: must be a dict of key: value, got {type(keys).__name__}")
         desired[section] = {}
         for key, value in keys.items():
             try:
                 values = to_values(value, section, key)
                 check_setting(section, key, values, systemd_version)
             except NspawnSettingsError as exc:
-                raise ValidationError("settings.%s.%s: %s" % (section, key, exc))
+                raise ValidationError(f"settings.{section}.{key}: {exc}")
             desired[section][key] = values
     return desired
 
@@ -103,7 +103,7 @@ class SettingsBackend(Backend):
 
         path = settings_path(name)
         if os.path.isdir(path):
-            raise ValidationError("name: %s is a directory, not a settings file" % path)
+            raise ValidationError(f"name: {path} is a directory, not a settings file")
         before = read_text(path)
         after = self._edit(before, desired, params["purge"]) if present else None
         changed = before != after
@@ -127,7 +127,7 @@ class SettingsBackend(Backend):
             for key, values in keys.items():
                 spec = check_setting(section, key, values)
                 if spec.replaced_by:
-                    self.module.warn("settings.%s.%s: %s= is the old name of %s=" % (section, key, key, spec.replaced_by))
+                    self.module.warn(f"settings.{section}.{key}: {key}= is the old name of {spec.replaced_by}=")
                 nspawn.set(section, key, values)
         if purge:
             nspawn.purge(dict((section, [key for key, values in keys.items() if values]) for section, keys in desired.items()))

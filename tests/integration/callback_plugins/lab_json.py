@@ -9,7 +9,7 @@ name: lab_json
 type: aggregate
 short_description: write every task result of a run, with its duration, to a JSON file (tests, benchmarks)
 description:
-  - Used by tests/integration/runner.py (integration, reliability) and benchmarks/; the normal stdout
+  - Used by tests/lab/ansible_runner.py (integration, reliability) and benchmarks/; the normal stdout
     callback keeps printing.
   - Writes the file named by the environment variable E(NSPAWN_LAB_ANSIBLE_JSON) when the
     play recap is reached (ad-hoc commands send it too); does nothing when it is not set.

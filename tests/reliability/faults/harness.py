@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from runner import OUTPUT_DIR
+from lab.ansible_runner import OUTPUT_DIR
 from snapshot import differences, host_snapshot
 
 IMAGE_SERVER_UNIT = "nspawn-nixos-lab-images.service"

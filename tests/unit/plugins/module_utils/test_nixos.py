@@ -10,23 +10,11 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
-from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import LOCK_SCRIPT
+from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import generation_number
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_password_hash
 from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.nixos_config import (
-    GC_SCRIPT, NixosBackend, SYSTEMS_SCRIPT, check_dest, failed_snippets, failed_units, generation_number, judge_rebuild, mutable_users,
-    parse_gc, shadow_hash, switch_status, with_root_password,
+    check_dest, mutable_users, shadow_hash, with_root_password,
 )
-
-# What NixOS prints inside nspawn for an image built with boot.isContainer (stdout and stderr of nixos-rebuild switch).
-SPECIALFS_OUT = "Activation script snippet 'specialfs' failed (32)\nsetting up /etc...\n"
-SPECIALFS_ERR = ("activating the configuration...\nmount: /dev: permission denied.\n"
-                 "warning: error(s) occurred while switching to the new configuration\n")
-
-
-def test_failed_snippets():
-    assert failed_snippets(SPECIALFS_OUT, SPECIALFS_ERR) == ["specialfs"]
-    assert failed_snippets("Activation script snippet 'users' failed (1)\n", SPECIALFS_OUT) == ["users", "specialfs"]
-    assert failed_snippets("", None) == []
 
 
 @pytest.mark.parametrize("link, number", [
@@ -99,124 +87,3 @@ def test_with_root_password_refuses_conflicts():
         with_root_password({"users": {"users": {"root": {"hashedPassword": "x"}}}}, "$6$s$h")
     with pytest.raises(ValidationError, match=r"settings\.users\.users must be a dict"):
         with_root_password({"users": {"users": ["root"]}}, "$6$s$h")
-
-
-@pytest.mark.parametrize("kwargs, script", [
-    (dict(action="switch"), "exec /run/current-system/sw/bin/nixos-rebuild switch"),
-    (dict(action="boot", flake=True), "exec /run/current-system/sw/bin/nixos-rebuild boot --flake /etc/nixos#nixos"),
-    (dict(action="switch", rollback=True), "exec /run/current-system/sw/bin/nixos-rebuild switch --rollback"),
-    (dict(action="switch", flake=True, rollback=True),
-     "exec /run/current-system/sw/bin/nixos-rebuild switch --flake /etc/nixos#nixos --rollback"),
-    (dict(action="boot", flake=True, rollback=True),
-     "exec /run/current-system/sw/bin/nixos-rebuild boot --flake /etc/nixos#nixos --rollback"),
-])
-def test_rebuild_command(kwargs, script):
-    command = NixosBackend.rebuild_command(**kwargs)
-    assert command == ["/bin/sh", "-lc", script]
-    assert "$" not in script  # the service manager would expand it in ExecStart=
-
-
-# -- judging a rebuild -------------------------------------------------------------------------------------------
-
-UNITS_ERR = ("activating the configuration...\nwarning: the following units failed: a.service, b.service\n"
-             "warning: error(s) occurred while switching to the new configuration\n")
-BUILD_ERR = "building the system configuration...\nerror: The option `x' does not exist.\n"
-NG_EARLY = ("Command '['systemd-run', '-E', 'LOCALE_ARCHIVE', '--collect', '--no-ask-password', '--pipe', '--quiet', "
-            "'--service-type=exec', '--unit=nixos-rebuild-switch-to-configuration', '--wait', "
-            "'/nix/store/bbb-nixos-system-nixos-25.11/bin/switch-to-configuration', 'switch']' "
-            "returned non-zero exit status %d.\n")
-NG_BUILD = ("Command '['nix', '--extra-experimental-features', 'nix-command flakes', 'build', '--print-out-paths', "
-            "'/etc/nixos#nixosConfigurations.\"nixos\".config.system.build.toplevel', '--no-link']' "
-            "returned non-zero exit status 1.\n")
-SAME = {"current": "/nix/store/bbb-nixos-system", "profile": "/nix/store/bbb-nixos-system"}
-OLD_ACTIVE = {"current": "/nix/store/aaa-nixos-system", "profile": "/nix/store/bbb-nixos-system"}
-
-# (flavour, rc, stderr) of a run whose only failed snippet is specialfs, and of one where units failed too.
-SPECIALFS_RUNS = [("bash", 1, SPECIALFS_ERR, None), ("ng-early", 1, SPECIALFS_ERR + NG_EARLY % 2, 2),
-                  ("ng-later", 2, SPECIALFS_ERR, 2)]
-UNITS_RUNS = [("bash", 1, UNITS_ERR, None), ("ng-early", 1, UNITS_ERR + NG_EARLY % 4, 4), ("ng-later", 4, UNITS_ERR, 4)]
-BUILD_RUNS = [("bash", 1, BUILD_ERR), ("ng-early", 1, BUILD_ERR + NG_BUILD), ("ng-later", 1, BUILD_ERR + "error: " + NG_BUILD)]
-
-
-@pytest.mark.parametrize("flavour, rc, err, status", SPECIALFS_RUNS, ids=[run[0] for run in SPECIALFS_RUNS])
-def test_judge_specialfs_only_is_ok(flavour, rc, err, status):
-    for action in ("switch", "test"):
-        ok, evidence = judge_rebuild(action, rc, SPECIALFS_OUT, err, SAME)
-        assert ok is True
-        assert evidence == dict(failed_snippets=["specialfs"], failed_units=[], switch_status=status, activated=True,
-                                current_system=SAME["current"], profile_system=SAME["profile"])
-
-
-@pytest.mark.parametrize("flavour, rc, err, status", SPECIALFS_RUNS, ids=[run[0] for run in SPECIALFS_RUNS])
-def test_judge_switch_needs_the_profile_system_active(flavour, rc, err, status):
-    assert judge_rebuild("switch", rc, SPECIALFS_OUT, err, OLD_ACTIVE)[0] is False
-    assert judge_rebuild("switch", rc, SPECIALFS_OUT, err, None)[0] is False  # could not be read
-    assert judge_rebuild("switch", rc, SPECIALFS_OUT, err, {"current": "", "profile": ""})[0] is False
-    # test keeps the boot default: the profile is not compared
-    assert judge_rebuild("test", rc, SPECIALFS_OUT, err, OLD_ACTIVE)[0] is True
-    assert judge_rebuild("test", rc, SPECIALFS_OUT, err, None)[0] is True
-
-
-@pytest.mark.parametrize("flavour, rc, err, status", UNITS_RUNS, ids=[run[0] for run in UNITS_RUNS])
-def test_judge_failed_units_fail(flavour, rc, err, status):
-    for action in ("switch", "test"):
-        ok, evidence = judge_rebuild(action, rc, SPECIALFS_OUT, err, SAME)
-        assert ok is False
-        assert evidence["failed_units"] == ["a.service", "b.service"]
-        assert evidence["switch_status"] == status and evidence["activated"] is True
-
-
-@pytest.mark.parametrize("flavour, rc, err", BUILD_RUNS, ids=[run[0] for run in BUILD_RUNS])
-def test_judge_build_error_fails(flavour, rc, err):
-    for action in ("switch", "boot", "test"):
-        ok, evidence = judge_rebuild(action, rc, "", err, SAME)
-        assert ok is False
-        assert evidence["activated"] is False and evidence["switch_status"] is None and evidence["failed_snippets"] == []
-
-
-def test_judge_other_failures():
-    # another snippet, besides specialfs
-    assert judge_rebuild("switch", 2, SPECIALFS_OUT + "Activation script snippet 'users' failed (1)\n", SPECIALFS_ERR, SAME)[0] is False
-    # an activation without a failed snippet, and status 3 (reloading systemd failed)
-    assert judge_rebuild("switch", 3, "", "activating the configuration...\n", SAME)[0] is False
-    assert judge_rebuild("switch", 1, SPECIALFS_OUT, SPECIALFS_ERR + NG_EARLY % 3, SAME)[0] is False
-    # boot does not activate: a non-zero exit is a failure whatever it printed
-    ok, evidence = judge_rebuild("boot", 2, SPECIALFS_OUT, SPECIALFS_ERR, SAME)
-    assert ok is False and evidence["activated"] is False
-    # rc 2 without any evidence of an activation
-    assert judge_rebuild("switch", 2, "", "something else\n", SAME)[0] is False
-
-
-def test_judge_exit_0_is_ok_without_reading_the_systems():
-    ok, evidence = judge_rebuild("boot", 0, "", "building the system configuration...\n")
-    assert ok is True and evidence["current_system"] is None and evidence["profile_system"] is None
-
-
-@pytest.mark.parametrize("rc, texts, status", [
-    (1, [SPECIALFS_ERR], None), (2, [SPECIALFS_ERR], 2), (3, [""], 3), (4, [""], 4), (1, ["", NG_EARLY % 4], 4),
-    (1, [BUILD_ERR + NG_BUILD], None), (5, [""], None), (0, [""], None), (255, [None], None),
-])
-def test_switch_status(rc, texts, status):
-    assert switch_status(rc, *texts) == status
-
-
-def test_failed_units():
-    assert failed_units("", UNITS_ERR) == ["a.service", "b.service"]
-    assert failed_units("warning: the following units failed: a.service\n", UNITS_ERR) == ["a.service", "b.service"]
-    assert failed_units(None, "") == []
-
-
-@pytest.mark.parametrize("text, result", [
-    ("3 store paths deleted, 1.23 MiB freed\n", (3, "1.23 MiB")),
-    ("finding garbage collector roots...\n0 store paths deleted, 0.00 MiB freed\n", (0, "0.00 MiB")),
-    ("1024 store paths deleted, 2.50 GiB freed", (1024, "2.50 GiB")),
-    ("removing profile version 1\n", (None, None)), (None, (None, None)),
-])
-def test_parse_gc(text, result):
-    assert parse_gc(text) == result
-
-
-@pytest.mark.parametrize("script", [LOCK_SCRIPT, GC_SCRIPT, SYSTEMS_SCRIPT], ids=["lock", "gc", "systems"])
-def test_scripts_survive_the_service_manager(script):
-    """systemd expands ${VAR} anywhere and $VAR as a whole argument in ExecStart=, and turns $$ into $."""
-    assert "${" not in script and "$$" not in script and not script.startswith("$")

@@ -6,7 +6,7 @@ nspawn/nixos is a symlink to the checkout root), the integration targets as role
 lab_json callback, which writes every task result to a JSON file while the default
 callback keeps printing what a human reads.
 
-    runner = AnsibleRunner(lab.inventory)
+    runner = AnsibleRunner(lab.inventory)   # or the ansible_runner fixture (pytest_plugin.py)
     result = runner.run_target("smoke", limit=host.name)
     assert result.rc == 0, result
     result.result("Run a command that exits 3", host.name)["rc"]
@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-INTEGRATION_DIR = Path(__file__).resolve().parent
-TESTS_DIR = INTEGRATION_DIR.parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
+INTEGRATION_DIR = TESTS_DIR / "integration"
 CHECKOUT = TESTS_DIR.parent
 OUTPUT_DIR = TESTS_DIR / "output"  # git-ignored
 TARGETS_DIR = INTEGRATION_DIR / "targets"
