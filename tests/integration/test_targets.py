@@ -301,6 +301,7 @@ def _check_cleaned_up(target, lab_host):
         left = names & set(TARGET_MACHINES[target])
         assert not left, "%s left %s in machinectl %s on %s" % (target, sorted(left), verb, lab_host.name)
 
+
 CHECKS = {
     "nspawn_image": _check_image,
     "nspawn_machine": _check_machine,

@@ -162,8 +162,8 @@ def test_failure_reasons_name_each_kind_of_failure():
 
 
 def test_parse_systems():
-    assert parse_systems(0, "/nix/store/a-system\n/nix/store/b-system\n") == {"current": "/nix/store/a-system",
-                                                                             "profile": "/nix/store/b-system"}
+    systems = {"current": "/nix/store/a-system", "profile": "/nix/store/b-system"}
+    assert parse_systems(0, "/nix/store/a-system\n/nix/store/b-system\n") == systems
     assert parse_systems(1, "/nix/store/a\n/nix/store/b\n") == {}
     assert parse_systems(0, "/nix/store/a\n") == {}
 
