@@ -14,7 +14,6 @@ assertions are on that DOM:
 
 import json
 import os
-import re
 import shutil
 import struct
 import subprocess

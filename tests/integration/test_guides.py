@@ -149,9 +149,7 @@ def test_one_nixpkgs_then_an_upgrade(lab, lab_host, tmp_path):
         assert lock["nodes"]["nixpkgs"]["locked"]["url"] == NIXPKGS % flavour, lock["nodes"]["nixpkgs"]
         assert "nixpkgs: the same on all 1 sidecars: %s" % written["nixpkgs"]["id"] in run.stdout, run.stdout[-3000:]
         ids.append(written["nixpkgs"]["id"])
-    assert ids[0] != ids[1]
-    same = ok(ansible_runner.playbook(playbook, limit=lab_host.name, extra_vars=dict(FIXTURE_IMAGE, sidecar_nixpkgs=NIXPKGS % "ng-late")))
-    assert same.stats[lab_host.name]["changed"] == 0, same.stats
+    assert ids[0] != ids[1]  # (a second run with the same reference changing nothing: test_article_to_site_yml)
 
 
 def test_inside_a_sidecar(lab, lab_host, ansible_runner):
