@@ -47,7 +47,7 @@ TEST_COMPAT ?= compat-quick
 PYTEST_ARGS ?=
 
 APT_PACKAGES := systemd-container debootstrap socat xz-utils pigz nix-bin openssh-client e2fsprogs procps \
-                util-linux shellcheck git make
+                util-linux shellcheck git make chromium
 
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS_ROOT)
 export PATH := $(BIN):$(PATH)
@@ -56,12 +56,13 @@ export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
 .PHONY: help deps apt-deps venv collection-link test sanity units lint docs-lint changelog-lint build \
-        integration molecule reliability compat compat-quick ee-context ee-check workflow-lint test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
+        docs docs-build docs-browser integration molecule reliability compat compat-quick ee-context ee-check workflow-lint test-real bench lab-build lab-up lab-down lab-down-all lab-status demo clean
 
 help:
 	@echo "make demo        boot a lab host (real systemd) and print how to reach it"
 	@echo "make test        every quality gate: sanity units lint build integration molecule reliability"
 	@echo "make sanity | units | lint | build | integration | molecule | reliability"
+	@echo "make docs        the docs site in tests/output/docs/build/html (also in make lint), checked in headless Chromium"
 	@echo "make compat      sanity, units, one integration target under every other ansible-core version claimed"
 	@echo "make ee-context  the execution environment's build context (ansible-builder create; needs make build)"
 	@echo "make test-real   opt-in: the default molecule scenario with the real upstream image (skipped offline)"
@@ -120,7 +121,7 @@ sanity: deps
 units: venv collection-link
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-lint: venv collection-link docs-lint changelog-lint workflow-lint ee-check
+lint: venv collection-link docs-lint docs changelog-lint workflow-lint ee-check
 	$(BIN)/ansible-lint --offline -q
 
 # The GitHub Actions workflow (.github/workflows/), checked with actionlint (it is not run here).
@@ -150,12 +151,26 @@ ee-check: build
 	  || { echo "ee-check: no clear failure without the tarball:"; echo "$$out"; exit 1; }
 	$(MAKE) --no-print-directory ee-context
 
+# The collection's docs (DOCUMENTATION of every plugin, the role's argument spec, docs/docsite's guides
+# with rstcheck), as antsibull-docs checks them for a docs site.
 docs-lint: venv collection-link
-	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck $(COLLECTION_LINK)
+	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs $(COLLECTION_LINK)
 	@for m in plugins/modules/*.py plugins/connection/*.py plugins/inventory/*.py plugins/filter/*.py; do \
 	  [ -e "$$m" ] || continue; n=$$(basename $$m .py); t=$$(basename $$(dirname $$m)); t=$${t%s}; \
 	  $(BIN)/ansible-doc -t $$t nspawn.nixos.$$n >/dev/null || { echo "ansible-doc -t $$t failed: $$n"; exit 1; }; \
 	  echo "ansible-doc -t $$t nspawn.nixos.$$n: ok"; done
+
+# The docs site (tests/docs/build_site.py): antsibull-docs and Sphinx, offline, every warning an error,
+# into tests/output/docs/build/html; then Debian's Chromium, headless, renders the index and the
+# nixos_config page and tests/docs/test_browser.py asserts on the DOM and the screenshot
+# (tests/output/docs-nixos_config.png). Part of `make lint`, so of `make test`.
+docs: docs-build docs-browser
+
+docs-build: venv collection-link
+	@start=$$(date +%s); $(BIN)/python tests/docs/build_site.py; echo "docs-build: $$(( $$(date +%s) - start )) s"
+
+docs-browser: venv collection-link apt-deps docs-build
+	@start=$$(date +%s); $(BIN)/pytest -q -p no:cacheprovider tests/docs $(PYTEST_ARGS); echo "docs-browser: $$(( $$(date +%s) - start )) s"
 
 changelog-lint: venv
 	$(BIN)/antsibull-changelog lint
