@@ -24,7 +24,7 @@ import subprocess
 import pytest
 import yaml
 
-from runner import CHECKOUT, AnsibleRunner
+from lab.ansible_runner import CHECKOUT, AnsibleRunner
 
 PLAYBOOKS = CHECKOUT / "docs" / "docsite" / "playbooks"
 FIXTURE_IMAGE = {"sidecar_image_url": "{{ lab_image_url }}", "sidecar_image_checksum": "{{ lab_image_sha256 }}"}
