@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: machine
 short_description: Run tasks inside a systemd-nspawn machine (a NixOS sidecar) on a remote host
+version_added: 1.0.0
 description:
   - Reaches the host that runs the machine the way Ansible's P(ansible.builtin.ssh#connection) connection does - it uses
     that plugin for the SSH part, so the host's address, port, user, key, C(ssh_common_args) (a C(ProxyCommand)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: sidecars
 short_description: The NixOS sidecars of an inventory's hosts, as hosts reached with nspawn.nixos.machine
+version_added: 1.0.0
 description:
   - Adds one host for every sidecar of every host in O(hosts_group), reached with the P(nspawn.nixos.machine#connection)
     connection through its host (the host's address, port, user, key and SSH arguments are copied).

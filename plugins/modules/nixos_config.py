@@ -9,6 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: nixos_config
 short_description: Write NixOS configuration into a systemd-nspawn machine and activate it
+version_added: 1.0.0
 description:
   - Writes a NixOS module file into the machine's C(/etc/nixos) from the host (the machine's tree is the C(Path) of
     C(machinectl show-image NAME), usually C(/var/lib/machines/NAME)), adds it once to the C(imports) of the

@@ -9,6 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: nspawn_image
 short_description: Download, verify, import, export or remove a systemd-nspawn machine image
+version_added: 1.0.0
 description:
   - Makes an image available in C(/var/lib/machines) under O(name) from a C(.tar) (or C(.raw)) image at O(url),
     and records where it came from, so that a later run with another O(url) or O(checksum) reports the

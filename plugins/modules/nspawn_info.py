@@ -9,6 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: nspawn_info
 short_description: Facts about systemd-nspawn machines and images
+version_added: 1.0.0
 description:
   - Returns the running machines (C(machinectl list) and C(machinectl show)) and the images
     (C(machinectl list-images) and C(machinectl show-image)) of the host as data, with what the host knows about

@@ -9,6 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: nspawn_machine
 short_description: Start, stop, restart, enable or remove a systemd-nspawn machine
+version_added: 1.0.0
 description:
   - Runs a machine from its image in C(/var/lib/machines) as C(systemd-nspawn@NAME.service) with
     C(machinectl start), stops it with C(machinectl poweroff), restarts it with C(machinectl reboot),

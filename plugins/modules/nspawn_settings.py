@@ -9,6 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: nspawn_settings
 short_description: Manage the settings file /etc/systemd/nspawn/NAME.nspawn of a systemd-nspawn machine
+version_added: 1.0.0
 description:
   - Creates, edits or removes C(/etc/systemd/nspawn/NAME.nspawn), the settings of the machine O(name) that
     C(systemd-nspawn@NAME.service) reads when the machine starts (systemd.nspawn(5)).
