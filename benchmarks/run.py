@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +173,21 @@ def check_converged(run, hosts, what):
             raise BenchError("%s: %s did not start the machine (a first converge must): changed tasks %s" % (what, host, sorted(changed)))
 
 
+def cpu_table(runs, hosts, what):
+    """(header, rows, caption) of P7: the controller's CPU seconds per host of `runs` (ansible-playbook and its children,
+    benchlib.children_cpu) and the estimated wall time of the same run on 1,000 hosts at forks 50 on one controller."""
+    cpu = [run.cpu / hosts for run in runs]
+    wall = [run.seconds for run in runs]
+    estimate, cpu_bound, latency_bound = benchlib.fleet_estimate(median(cpu), median(wall))
+    return (("run", "hosts", "controller CPU s per host", "wall s", "1,000 hosts at forks 50: CPU-bound s", "latency-bound s", "estimate"),
+            [(what, hosts, fmt(cpu), fmt(wall), "%.0f" % cpu_bound, "%.0f" % latency_bound,
+              "%.0f s (%.1f min, %s)" % (estimate, estimate / 60, "CPU-bound" if cpu_bound >= latency_bound else "latency-bound"))],
+            "P7, the controller's CPU (user + system seconds of ansible-playbook and every process it waited for, from the kernel's "
+            "accounting of this benchmark's children, getrusage(RUSAGE_CHILDREN) around each run), median (min–max); estimate for "
+            "1,000 hosts at forks 50 on a controller with %d CPUs = max(1,000 × CPU per host / CPUs, 1,000 / 50 × the wall time of "
+            "one host):" % os.cpu_count())
+
+
 # -- 1: first converge vs. the floor -----------------------------------------------------------
 
 def floor_run(host, url):
@@ -218,6 +234,8 @@ def bench_converge(args, section):
     section.table(("", "role (playbooks/site.yml)", "floor (shell script over SSH)", "role / floor"),
                   [("first converge, s", fmt(role_walls), fmt(floor_walls), ratio(median(role_walls), median(floor_walls)))],
                   "Median of %d runs each, alternating:" % runs)
+    section.text("Goal: %s." % benchlib.goal("P1", median(role_walls) / median(floor_walls)))
+    section.table(*cpu_table(role_runs, 1, "first converge"))
     tasks = per_task(role_runs, host.name)
     step_rows = []
     for task, step in FLOOR_EQUIVALENTS.items():
@@ -295,6 +313,8 @@ def bench_noop(args, section):
         ("`ansible HOST -m ping` (floor)", fmt(pings), ratio(median(role_walls), median(pings))),
         ("ansible-playbook of a one-task ping playbook (second floor)", fmt(ping_plays), ratio(median(role_walls), median(ping_plays))),
     ], "Median (min–max) of %d runs each, interleaved:" % runs)
+    section.text("Goal: %s." % benchlib.goal("P2", median(role_walls) / median(pings)))
+    section.table(*cpu_table(role_runs, 1, "no-op re-run"))
     records = role_runs[-1].records
     ran = benchlib.ran(records)
     calls = [record for record in ran if benchlib.is_module_call(record)]
@@ -340,39 +360,72 @@ def noop_reading(role_runs, pings, ping_runs, calls, ran):
 
 # -- 3: fleet scaling --------------------------------------------------------------------------
 
-def bench_fleet(args, section):
+def fleet_floor(hosts, url):
+    """The floor of benchmark 1 on all `hosts` at once (one thread and one SSH connection per host, as Ansible has
+    one fork and one connection per host): (wall seconds until the last host is done, [per-host seconds])."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        results = [future.result() for future in [pool.submit(floor_run, host, url) for host in hosts]]
+    return time.monotonic() - started, [wall for wall, _steps in results]
+
+
+def bench_fleet(args, section):  # pylint: disable=too-many-locals
     """Benchmark 3."""
     runs = args.runs or DEFAULT_RUNS[3]
     sizes = args.fleet
     extra = {"sidecar_image_url": "{{ lab_image_url }}"}
-    walls, fetches, starts = {size: [] for size in sizes}, {size: [] for size in sizes}, {size: [] for size in sizes}
+    walls, floors, cpus = ({size: [] for size in sizes} for _ in range(3))
+    fetches, starts = {size: [] for size in sizes}, {size: [] for size in sizes}
     with bench_lab("fleet", ["12", "13"], count=(max(sizes) + 1) // 2) as lab:
         section.hosts = benchlib.lab_hosts_info(lab)
         ordered = benchlib.interleaved_hosts(lab)
+        url = lab.images["files"][benchlib.IMAGE_FILE]["url"]
         reset_hosts(ordered, NAME)
         for index in range(runs):
-            for size in (sizes if index % 2 == 0 else list(reversed(sizes))):
+            for turn, size in enumerate(sizes if index % 2 == 0 else list(reversed(sizes))):
                 subset = ordered[:size]
                 names = [host.name for host in subset]
-                run = benchlib.role(lab.inventory, ",".join(names), extra, forks=size, what="first converge on %d hosts" % size)
-                check_converged(run, names, "first converge on %d hosts" % size)
-                walls[size].append(run.seconds)
-                fetches[size] += task_seconds(run, "Fetch, verify and import the image")
-                starts[size] += task_seconds(run, "Start the machine and enable it at boot")
-                reset_hosts(subset, NAME)
-                print("  run %d: %d host(s) %.2f s" % (index + 1, size, run.seconds))
+                # Role and floor alternate too (which goes first changes with every size), so that load drift hits both.
+                for kind in (("role", "floor") if (index + turn) % 2 == 0 else ("floor", "role")):
+                    if kind == "role":
+                        run = benchlib.role(lab.inventory, ",".join(names), extra, forks=size, what="first converge on %d hosts" % size)
+                        check_converged(run, names, "first converge on %d hosts" % size)
+                        walls[size].append(run.seconds)
+                        cpus[size].append(run.cpu / size)
+                        fetches[size] += task_seconds(run, "Fetch, verify and import the image")
+                        starts[size] += task_seconds(run, "Start the machine and enable it at boot")
+                        seconds = run.seconds
+                    else:
+                        seconds, _per_host = fleet_floor(subset, url)
+                        floors[size].append(seconds)
+                    reset_hosts(subset, NAME)
+                    print("  run %d: %d host(s) %s %.2f s" % (index + 1, size, kind, seconds))
     base = median(walls[sizes[0]]) / sizes[0]
-    rows = [(size, size, "%d×12, %d×13" % ((size + 1) // 2, size // 2), fmt(walls[size]), "%.2f" % (median(walls[size]) / size),
-             "%.2f×" % (median(walls[size]) / (base * sizes[0])), fmt(fetches[size]), fmt(starts[size])) for size in sizes]
-    section.table(("hosts", "forks", "Debian", "wall s", "wall / hosts s", "wall vs. %d host%s" % (sizes[0], "s" if sizes[0] > 1 else ""),
+    rows = [(size, size, "%d×12, %d×13" % ((size + 1) // 2, size // 2), fmt(walls[size]), fmt(floors[size]),
+             ratio(median(walls[size]), median(floors[size])), "%.2f×" % (median(walls[size]) / (base * sizes[0])),
+             fmt(cpus[size]), fmt(fetches[size]), fmt(starts[size])) for size in sizes]
+    section.table(("hosts", "forks", "Debian", "role wall s", "fleet floor wall s", "role / floor",
+                   "role vs. %d host%s" % (sizes[0], "s" if sizes[0] > 1 else ""), "controller CPU s per host",
                    "image fetch task per host s", "start task per host s"), rows,
-                  "First converge, median (min–max) of %d run(s) per size, sizes in alternating order; "
-                  "per-host task times over all hosts and runs:" % runs)
+                  "First converge, median (min–max) of %d run(s) per size, sizes in alternating order, role and floor alternating; "
+                  "the fleet floor is benchmark 1's manual sequence on all the hosts at once, one SSH connection per host; "
+                  "per-host task times over all hosts and runs; controller CPU from getrusage as in P7:" % runs)
+    section.text("Goal P3 (role / fleet floor ≤ %.2f× at every size): %s."
+                 % (benchlib.GOALS["P3"], "; ".join("%d host%s: %s" % (size, "s" if size > 1 else "",
+                                                                         benchlib.goal("P3", median(walls[size]) / median(floors[size])))
+                                                    for size in sizes)))
     largest = sizes[-1]
-    section.text("Reading: %d hosts take %.2f× the time of %d (ideal parallel scaling: 1.00×; serial: %d×). The hosts share %d CPUs, "
-                 "and each unpacks the same xz image (importd's tar + xz) and boots a machine, so beyond about %d hosts the fetch and "
-                 "start tasks grow with the number of hosts: per host %s s to fetch with %d hosts against %s s with %d."
-                 % (largest, median(walls[largest]) / median(walls[sizes[0]]), sizes[0], largest // sizes[0], os.cpu_count(),
+    estimate, cpu_bound, latency_bound = benchlib.fleet_estimate(median(cpus[largest]), median(walls[sizes[0]]))
+    section.text("P7 from the fleet: %.2f controller CPU s per host at %d hosts (%.2f at %d); for 1,000 hosts at forks 50 on a "
+                 "controller with %d CPUs: %.0f s CPU-bound, %.0f s latency-bound, estimate %.0f s (%.1f min)."
+                 % (median(cpus[largest]), largest, median(cpus[sizes[0]]), sizes[0], os.cpu_count(), cpu_bound, latency_bound,
+                    estimate, estimate / 60))
+    section.text("Reading: %d hosts take %.2f× the time of %d with the role and %.2f× with the fleet floor (ideal parallel "
+                 "scaling: 1.00×; serial: %d×). The hosts share %d CPUs, and each unpacks the same xz image (importd's tar + xz) "
+                 "and boots a machine, so beyond about %d hosts the floor grows with the hosts too: what the role adds is the "
+                 "ratio of the two, not the growth. Per host %s s to fetch with %d hosts against %s s with %d."
+                 % (largest, median(walls[largest]) / median(walls[sizes[0]]), sizes[0],
+                    median(floors[largest]) / median(floors[sizes[0]]), largest // sizes[0], os.cpu_count(),
                     os.cpu_count(), "%.2f" % median(fetches[largest]), largest, "%.2f" % median(fetches[sizes[0]]), sizes[0]))
 
 
