@@ -344,7 +344,7 @@ def noop_reading(role_runs, pings, ping_runs, calls, ran):
     return (
         "**Where the time goes.** A no-op re-run takes %.2f s, %.1f× `ansible -m ping` (%.2f s) and %.1f× a one-task ping playbook "
         "(%.2f s). Its tasks take %.2f s together (median): the %d module calls on the host %.2f s, of which fact gathering "
-        "(the role's `min` subset) %.2f s and the other %d calls %.2f s each on average (SSH round trip with pipelining, "
+        "(the role's few facts) %.2f s and the other %d calls %.2f s each on average (SSH round trip with pipelining, "
         "Python start and AnsiballZ unpacking on the host, the module's own `machinectl`/`systemctl` calls); "
         "the %d controller-only tasks and the skipped tasks the rest. "
         "A re-run costs one module call per task that checks something on the host, so its price is the task count above times "
