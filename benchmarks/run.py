@@ -394,7 +394,7 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
     runs = args.runs or DEFAULT_RUNS[3]
     sizes = args.fleet
     extra = {"sidecar_image_url": "{{ lab_image_url }}"}
-    walls, floors, cpus = ({size: [] for size in sizes} for _ in range(3))
+    walls, floors, cpus = {size: [] for size in sizes}, {size: [] for size in sizes}, {size: [] for size in sizes}
     fetches, starts = {size: [] for size in sizes}, {size: [] for size in sizes}
     with bench_lab("fleet", ["12", "13"], count=(max(sizes) + 1) // 2) as lab:
         section.hosts = benchlib.lab_hosts_info(lab)
@@ -430,10 +430,9 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
                   "First converge, median (min–max) of %d run(s) per size, sizes in alternating order, role and floor alternating; "
                   "the fleet floor is benchmark 1's manual sequence on all the hosts at once, one SSH connection per host; "
                   "per-host task times over all hosts and runs; controller CPU from getrusage as in P7:" % runs)
-    section.text("Goal P3 (role / fleet floor ≤ %.2f× at every size): %s."
-                 % (benchlib.GOALS["P3"], "; ".join("%d host%s: %s" % (size, "s" if size > 1 else "",
-                                                                         benchlib.goal("P3", median(walls[size]) / median(floors[size])))
-                                                    for size in sizes)))
+    goals = ["%d host%s: %s" % (size, "s" if size > 1 else "", benchlib.goal("P3", median(walls[size]) / median(floors[size])))
+             for size in sizes]
+    section.text("Goal P3 (role / fleet floor ≤ %.2f× at every size): %s." % (benchlib.GOALS["P3"], "; ".join(goals)))
     largest = sizes[-1]
     estimate, cpu_bound, latency_bound = benchlib.fleet_estimate(median(cpus[largest]), median(walls[sizes[0]]))
     text = ("P7 from the fleet: %.2f controller CPU s per host at %d hosts (%.2f at %d); for 1,000 hosts at forks 50 on a "
