@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -31,7 +32,8 @@ from lab.ansible_runner import CALLBACKS_DIR, OUTPUT_DIR, AnsibleRunner  # noqa:
 
 SITE_PLAYBOOK = CHECKOUT / "playbooks" / "site.yml"
 IMAGE_FILE = images.FIXTURE_IMAGE_FILES[0]      # the fixture image, .tar.xz (a key of lab.images["files"])
-LAB_PREFIX = "bench-"
+# BENCH_LAB_PREFIX: another prefix, so that two checkouts on one machine can run benchmarks at once.
+LAB_PREFIX = os.environ.get("BENCH_LAB_PREFIX", "bench-")
 # Actions that run on the controller only (no module is sent to the managed host).
 CONTROLLER_ACTIONS = frozenset((
     "set_fact", "assert", "debug", "fail", "meta", "include_vars", "include_tasks", "import_tasks", "include_role",
@@ -113,6 +115,7 @@ class Run:
     records: list = field(default_factory=list)     # timing_records() (task, action, host, status, changed, seconds)
     stats: dict = field(default_factory=dict)       # host -> ok/changed/failures/...
     output: str = ""
+    cpu: float = 0.0                                # CPU seconds (user + system) of ansible-playbook and its children
 
     @property
     def task_seconds(self):
@@ -128,6 +131,38 @@ class Run:
     def changed(self):
         """Number of changed task results over all hosts."""
         return sum(host.get("changed", 0) for host in self.stats.values())
+
+
+def children_cpu():
+    """CPU seconds (user + system) of this process's waited-for children so far, as the kernel accounts them
+    (getrusage(RUSAGE_CHILDREN)): the difference around one subprocess run (nothing else running meanwhile) is that
+    process's own CPU time plus that of the children it waited for — for ansible-playbook its forks and their ssh and
+    local commands, not the detached SSH ControlPersist master."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# Goals of issue 14, printed by the benchmarks (no test fails on them).
+GOALS = {"P1": 1.25, "P2": 3.0, "P3": 1.25}
+
+
+def goal(name, value):
+    """'met (≤ 1.25×)' or 'missed (> 1.25×)' for a ratio against GOALS[name]."""
+    if value is None:
+        return "-"
+    limit = GOALS[name]
+    return "%s %s (%.2f× against ≤ %.2f×)" % (name, "met" if value <= limit else "missed", value, limit)
+
+
+def fleet_estimate(cpu_per_host, wall_one_host, hosts=1000, forks=50, cpus=None):
+    """Estimated wall seconds of one run on `hosts` hosts with `forks` forks on one controller with `cpus` CPUs
+    (default: this machine's): the larger of the controller's CPU work spread over its CPUs (hosts × CPU seconds
+    per host / CPUs) and the hosts' own time (hosts / forks batches of one host's wall time, as the linear strategy
+    runs every task on `forks` hosts at a time). Returns (estimate, cpu-bound seconds, latency-bound seconds)."""
+    cpus = cpus or os.cpu_count()
+    cpu_bound = hosts * cpu_per_host / cpus
+    latency_bound = -(-hosts // forks) * wall_one_host
+    return max(cpu_bound, latency_bound), cpu_bound, latency_bound
 
 
 def timing_env(path):
@@ -162,9 +197,11 @@ def playbook(inventory, plays, limit=None, extra_vars=None, forks=None, what="an
     env = {"ANSIBLE_DEPRECATION_WARNINGS": "False"}
     if forks:
         env["ANSIBLE_FORKS"] = str(forks)
+    before = children_cpu()
     result = AnsibleRunner(inventory, env=env).playbook(plays, limit=limit, extra_vars=extra_vars)
+    cpu = children_cpu() - before
     records = timing_records(result.tasks)   # the runner's lab_json records, with each task's seconds
-    run = Run(result.seconds, records, result.stats, result.stdout[-4000:] + result.stderr[-2000:])
+    run = Run(result.seconds, records, result.stats, result.stdout[-4000:] + result.stderr[-2000:], cpu)
     if result.rc != 0:
         raise BenchError("%s failed (rc=%d, limit %s):\n%s" % (what, result.rc, limit, run.output))
     return run

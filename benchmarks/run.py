@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,15 +134,22 @@ def strip_role(task):
     return task.split(" : ", 1)[-1]
 
 
-def per_task(runs, host=None):
-    """{task: {'action', 'status', 'seconds': [per run]}} from the records of several runs (one host)."""
+def step_name(task):
+    """A task's name without its ' | part' suffix: the role's image fetch is one step in several tasks
+    ("Fetch, verify and import the image | start the job", "... | wait for the job", ...)."""
+    return task.split(" | ", 1)[0]
+
+
+def per_task(runs, host=None, steps=False):
+    """{task: {'action', 'status', 'seconds': [per run]}} from the records of several runs (one host); with steps,
+    the tasks of one step (step_name) together."""
     tasks = {}
     for run in runs:
         seen = {}
         for record in run.records:
             if host and record["host"] != host:
                 continue
-            name = strip_role(record["task"])
+            name = step_name(strip_role(record["task"])) if steps else strip_role(record["task"])
             entry = tasks.setdefault(name, {"action": benchlib.short_action(record["action"]), "status": set(), "seconds": []})
             entry["status"].add(record["status"])
             seen[name] = seen.get(name, 0.0) + record["seconds"]
@@ -170,6 +178,33 @@ def check_converged(run, hosts, what):
                    and record["changed"]}
         if "Start the machine and enable it at boot" not in changed:
             raise BenchError("%s: %s did not start the machine (a first converge must): changed tasks %s" % (what, host, sorted(changed)))
+
+
+def cpu_table(runs, hosts, what, baseline=None):
+    """(header, rows, caption) of P7: the controller's CPU seconds per host of `runs` (ansible-playbook and its children,
+    benchlib.children_cpu) and the estimated wall time of the same run on 1,000 hosts at forks 50 on one controller.
+    With `baseline` (runs of the one-task ping playbook on the same hosts), also the CPU without the process's fixed
+    start (Python, ansible-core, inventory), which a run on 1,000 hosts pays once, not per host."""
+    cpu = [run.cpu / hosts for run in runs]
+    wall = [run.seconds for run in runs]
+    rows = []
+    for label, per_host in (("with ansible-playbook's start", median(cpu)),
+                            ("without it (minus the ping playbook's CPU)", median(cpu) - median([run.cpu for run in baseline]) / hosts
+                             if baseline else None)):
+        if per_host is None:
+            continue
+        estimate, cpu_bound, latency_bound = benchlib.fleet_estimate(per_host, median(wall))
+        rows.append((what, label, "%.2f" % per_host, fmt(wall), "%.0f" % cpu_bound, "%.0f" % latency_bound,
+                     "%.0f s (%.1f min, %s)" % (estimate, estimate / 60, "CPU-bound" if cpu_bound >= latency_bound else "latency-bound")))
+    if baseline:
+        rows.append(("one-task ping playbook", "(the fixed start)", fmt([run.cpu / hosts for run in baseline]), fmt([run.seconds for run in baseline]),
+                     "-", "-", "-"))
+    return (("run", "controller CPU", "CPU s per host (median)", "wall s", "1,000 hosts at forks 50: CPU-bound s", "latency-bound s", "estimate"),
+            rows,
+            "P7, the controller's CPU (user + system seconds of ansible-playbook and every process it waited for, from the kernel's "
+            "accounting of this benchmark's children, getrusage(RUSAGE_CHILDREN) around each run) for %d host(s); estimate for "
+            "1,000 hosts at forks 50 on a controller with %d CPUs = max(1,000 × CPU per host / CPUs, 1,000 / 50 × the wall time of "
+            "one host):" % (hosts, os.cpu_count()))
 
 
 # -- 1: first converge vs. the floor -----------------------------------------------------------
@@ -218,7 +253,9 @@ def bench_converge(args, section):
     section.table(("", "role (playbooks/site.yml)", "floor (shell script over SSH)", "role / floor"),
                   [("first converge, s", fmt(role_walls), fmt(floor_walls), ratio(median(role_walls), median(floor_walls)))],
                   "Median of %d runs each, alternating:" % runs)
-    tasks = per_task(role_runs, host.name)
+    section.text("Goal: %s." % benchlib.goal("P1", median(role_walls) / median(floor_walls)))
+    section.table(*cpu_table(role_runs, 1, "first converge"))
+    tasks = per_task(role_runs, host.name, steps=True)
     step_rows = []
     for task, step in FLOOR_EQUIVALENTS.items():
         floor_values = [sum(steps.get(part.strip(), 0.0) for part in step.split("+")) for steps in floor_steps]
@@ -246,18 +283,19 @@ def converge_reading(role_walls, floor_walls, tasks, floor_steps, beyond, overhe
     return (
         "**Where the time goes.** The role takes %.2f s against the floor's %.2f s (median), %.2f s more. "
         "Fetching the image: %.2f s in the role against %.2f s in the floor. The module pulls the same way (`importctl pull-tar` "
-        "or `machinectl pull-tar`), but as an async job (sidecar_pull_async): async_wrapper starts it, and Ansible polls it every "
-        "sidecar_pull_poll = %s s with an async_status module call over SSH, so the end of the pull is seen up to one poll "
-        "(%s s + a round trip) late, and the polls compete with importd's xz for the CPUs; the module then records the image's "
-        "origin. Starting, enabling and waiting: %.2f s against %.2f s (the role waits until `systemctl is-system-running` in "
+        "or `machinectl pull-tar`), but as an async job (sidecar_pull_async), in four tasks: async_wrapper starts it, one task waits "
+        "on the host until the job's results file holds the result (checked every 0.1 s, one SSH call per 30 s at most; no "
+        "async_status poll every sidecar_pull_poll = %s s), async_status reads the result and removes the file; the module "
+        "then records the image's origin. Starting, enabling and waiting: %.2f s against %.2f s (the role waits until `systemctl is-system-running` in "
         "the machine says running or degraded, the floor only until `systemd-run -M` can run a command). "
-        "What the role does beyond the floor (%d tasks that ran, %.2f s median): preflight (facts, asserts, variables of the OS "
-        "family), the check for systemd-container (installed when machinectl is missing), a check-mode plan of the image, the settings "
-        "file through nspawn_settings, a look for an earlier NixOS module, and the verification (nspawn_info + assert); slowest: %s. "
+        "What the role does beyond the floor (%d tasks that ran, %.2f s median): preflight (facts, one assert), the check for "
+        "systemd-container (installed when machinectl is missing), a check-mode plan of the image, a look for an earlier NixOS "
+        "module, and the verification (an assert on the machine task's result, or nspawn_info when something changed the machine "
+        "after that task); slowest: %s. "
         "ansible-playbook itself (start, loading the role and its argument spec, templating, the first SSH connection, outside "
         "any task) takes %.2f s."
         % (median(role_walls), median(floor_walls), median(role_walls) - median(floor_walls), task_median("Fetch, verify and import the image"),
-           pull_floor, ROLE_POLL, ROLE_POLL, task_median("Start the machine and enable it at boot"), start_floor, len(beyond),
+           pull_floor, ROLE_POLL, task_median("Start the machine and enable it at boot"), start_floor, len(beyond),
            median([sum(values) for values in zip(*(entry["seconds"] for entry in beyond.values()))]) or 0.0,
            ", ".join("%s (%.2f s)" % (name, median(entry["seconds"])) for name, entry in slowest_beyond), median(overhead)))
 
@@ -295,6 +333,8 @@ def bench_noop(args, section):
         ("`ansible HOST -m ping` (floor)", fmt(pings), ratio(median(role_walls), median(pings))),
         ("ansible-playbook of a one-task ping playbook (second floor)", fmt(ping_plays), ratio(median(role_walls), median(ping_plays))),
     ], "Median (min–max) of %d runs each, interleaved:" % runs)
+    section.text("Goal: %s." % benchlib.goal("P2", median(role_walls) / median(pings)))
+    section.table(*cpu_table(role_runs, 1, "no-op re-run", baseline=ping_runs))
     records = role_runs[-1].records
     ran = benchlib.ran(records)
     calls = [record for record in ran if benchlib.is_module_call(record)]
@@ -324,7 +364,7 @@ def noop_reading(role_runs, pings, ping_runs, calls, ran):
     return (
         "**Where the time goes.** A no-op re-run takes %.2f s, %.1f× `ansible -m ping` (%.2f s) and %.1f× a one-task ping playbook "
         "(%.2f s). Its tasks take %.2f s together (median): the %d module calls on the host %.2f s, of which fact gathering "
-        "(the role's `min` subset) %.2f s and the other %d calls %.2f s each on average (SSH round trip with pipelining, "
+        "(the role's few facts) %.2f s and the other %d calls %.2f s each on average (SSH round trip with pipelining, "
         "Python start and AnsiballZ unpacking on the host, the module's own `machinectl`/`systemctl` calls); "
         "the %d controller-only tasks and the skipped tasks the rest. "
         "A re-run costs one module call per task that checks something on the host, so its price is the task count above times "
@@ -340,45 +380,93 @@ def noop_reading(role_runs, pings, ping_runs, calls, ran):
 
 # -- 3: fleet scaling --------------------------------------------------------------------------
 
-def bench_fleet(args, section):
+def fleet_floor(hosts, url):
+    """The floor of benchmark 1 on all `hosts` at once (one thread and one SSH connection per host, as Ansible has
+    one fork and one connection per host): (wall seconds until the last host is done, [per-host seconds])."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        results = [future.result() for future in [pool.submit(floor_run, host, url) for host in hosts]]
+    return time.monotonic() - started, [wall for wall, _steps in results]
+
+
+def bench_fleet(args, section):  # pylint: disable=too-many-locals
     """Benchmark 3."""
     runs = args.runs or DEFAULT_RUNS[3]
     sizes = args.fleet
     extra = {"sidecar_image_url": "{{ lab_image_url }}"}
-    walls, fetches, starts = {size: [] for size in sizes}, {size: [] for size in sizes}, {size: [] for size in sizes}
+    walls, floors, cpus = {size: [] for size in sizes}, {size: [] for size in sizes}, {size: [] for size in sizes}
+    fetches, starts = {size: [] for size in sizes}, {size: [] for size in sizes}
     with bench_lab("fleet", ["12", "13"], count=(max(sizes) + 1) // 2) as lab:
         section.hosts = benchlib.lab_hosts_info(lab)
         ordered = benchlib.interleaved_hosts(lab)
+        url = lab.images["files"][benchlib.IMAGE_FILE]["url"]
+        reset_hosts(ordered, NAME)
+        # Warm-up: the first pull on a freshly booted host is much faster than later ones (README), and with few runs
+        # it would favour whichever of role and floor first meets a host of the size (hosts 2, 3-4 and 5-8 are new to
+        # sizes 2, 4 and 8). One floor on every host first, not measured.
+        fleet_floor(ordered, url)
         reset_hosts(ordered, NAME)
         for index in range(runs):
-            for size in (sizes if index % 2 == 0 else list(reversed(sizes))):
+            for turn, size in enumerate(sizes if index % 2 == 0 else list(reversed(sizes))):
                 subset = ordered[:size]
                 names = [host.name for host in subset]
-                run = benchlib.role(lab.inventory, ",".join(names), extra, forks=size, what="first converge on %d hosts" % size)
-                check_converged(run, names, "first converge on %d hosts" % size)
-                walls[size].append(run.seconds)
-                fetches[size] += task_seconds(run, "Fetch, verify and import the image")
-                starts[size] += task_seconds(run, "Start the machine and enable it at boot")
-                reset_hosts(subset, NAME)
-                print("  run %d: %d host(s) %.2f s" % (index + 1, size, run.seconds))
+                # Role and floor alternate too (which goes first changes with every size), so that load drift hits both.
+                for kind in (("role", "floor") if (index + turn) % 2 == 0 else ("floor", "role")):
+                    if kind == "role":
+                        run = benchlib.role(lab.inventory, ",".join(names), extra, forks=size, what="first converge on %d hosts" % size)
+                        check_converged(run, names, "first converge on %d hosts" % size)
+                        walls[size].append(run.seconds)
+                        cpus[size].append(run.cpu / size)
+                        fetches[size] += task_seconds(run, "Fetch, verify and import the image")
+                        starts[size] += task_seconds(run, "Start the machine and enable it at boot")
+                        seconds = run.seconds
+                    else:
+                        seconds, _per_host = fleet_floor(subset, url)
+                        floors[size].append(seconds)
+                    reset_hosts(subset, NAME)
+                    print("  run %d: %d host(s) %s %.2f s" % (index + 1, size, kind, seconds))
     base = median(walls[sizes[0]]) / sizes[0]
-    rows = [(size, size, "%d×12, %d×13" % ((size + 1) // 2, size // 2), fmt(walls[size]), "%.2f" % (median(walls[size]) / size),
-             "%.2f×" % (median(walls[size]) / (base * sizes[0])), fmt(fetches[size]), fmt(starts[size])) for size in sizes]
-    section.table(("hosts", "forks", "Debian", "wall s", "wall / hosts s", "wall vs. %d host%s" % (sizes[0], "s" if sizes[0] > 1 else ""),
+    rows = [(size, size, "%d×12, %d×13" % ((size + 1) // 2, size // 2), fmt(walls[size]), fmt(floors[size]),
+             ratio(median(walls[size]), median(floors[size])), "%.2f×" % (median(walls[size]) / (base * sizes[0])),
+             fmt(cpus[size]), fmt(fetches[size]), fmt(starts[size])) for size in sizes]
+    section.table(("hosts", "forks", "Debian", "role wall s", "fleet floor wall s", "role / floor",
+                   "role vs. %d host%s" % (sizes[0], "s" if sizes[0] > 1 else ""), "controller CPU s per host",
                    "image fetch task per host s", "start task per host s"), rows,
-                  "First converge, median (min–max) of %d run(s) per size, sizes in alternating order; "
-                  "per-host task times over all hosts and runs:" % runs)
+                  "First converge, median (min–max) of %d run(s) per size, sizes in alternating order, role and floor alternating; "
+                  "the fleet floor is benchmark 1's manual sequence on all the hosts at once, one SSH connection per host; "
+                  "per-host task times over all hosts and runs; controller CPU from getrusage as in P7:" % runs)
+    goals = ["%d host%s: %s" % (size, "s" if size > 1 else "", benchlib.goal("P3", median(walls[size]) / median(floors[size])))
+             for size in sizes]
+    section.text("Goal P3 (role / fleet floor ≤ %.2f× at every size): %s." % (benchlib.GOALS["P3"], "; ".join(goals)))
     largest = sizes[-1]
-    section.text("Reading: %d hosts take %.2f× the time of %d (ideal parallel scaling: 1.00×; serial: %d×). The hosts share %d CPUs, "
-                 "and each unpacks the same xz image (importd's tar + xz) and boots a machine, so beyond about %d hosts the fetch and "
-                 "start tasks grow with the number of hosts: per host %s s to fetch with %d hosts against %s s with %d."
-                 % (largest, median(walls[largest]) / median(walls[sizes[0]]), sizes[0], largest // sizes[0], os.cpu_count(),
+    estimate, cpu_bound, latency_bound = benchlib.fleet_estimate(median(cpus[largest]), median(walls[sizes[0]]))
+    text = ("P7 from the fleet: %.2f controller CPU s per host at %d hosts (%.2f at %d); for 1,000 hosts at forks 50 on a "
+            "controller with %d CPUs: %.0f s CPU-bound, %.0f s latency-bound, estimate %.0f s (%.1f min)."
+            % (median(cpus[largest]), largest, median(cpus[sizes[0]]), sizes[0], os.cpu_count(), cpu_bound, latency_bound,
+               estimate, estimate / 60))
+    if len(sizes) > 1:
+        # What one more host costs: the slope between the smallest and the largest fleet (the process's start is paid once).
+        marginal = (median(cpus[largest]) * largest - median(cpus[sizes[0]]) * sizes[0]) / (largest - sizes[0])
+        estimate, cpu_bound, latency_bound = benchlib.fleet_estimate(marginal, median(walls[sizes[0]]))
+        text += (" One more host costs %.2f CPU s (the slope from %d to %d hosts, without the process's start, paid once): "
+                 "%.0f s CPU-bound, estimate %.0f s (%.1f min)." % (marginal, sizes[0], largest, cpu_bound, estimate, estimate / 60))
+    section.text(text)
+    section.text("Reading: %d hosts take %.2f× the time of %d with the role and %.2f× with the fleet floor (ideal parallel "
+                 "scaling: 1.00×; serial: %d×). The hosts share %d CPUs, and each unpacks the same xz image (importd's tar + xz) "
+                 "and boots a machine, so beyond about %d hosts the floor grows with the hosts too: what the role adds is the "
+                 "ratio of the two, not the growth. Per host %s s to fetch with %d hosts against %s s with %d."
+                 % (largest, median(walls[largest]) / median(walls[sizes[0]]), sizes[0],
+                    median(floors[largest]) / median(floors[sizes[0]]), largest // sizes[0], os.cpu_count(),
                     os.cpu_count(), "%.2f" % median(fetches[largest]), largest, "%.2f" % median(fetches[sizes[0]]), sizes[0]))
 
 
 def task_seconds(run, task):
-    """Every host's seconds of `task` in a run."""
-    return [record["seconds"] for record in run.records if strip_role(record["task"]) == task and record["status"] != "skipped"]
+    """Every host's seconds of `task` (all the tasks of that step, step_name) in a run."""
+    seconds = {}
+    for record in run.records:
+        if step_name(strip_role(record["task"])) == task and record["status"] != "skipped":
+            seconds[record["host"]] = seconds.get(record["host"], 0.0) + record["seconds"]
+    return list(seconds.values())
 
 
 # -- 4: image distribution ---------------------------------------------------------------------

@@ -133,6 +133,23 @@ os_release:
   returned: success
   type: dict
   sample: {ID: nixos, NAME: NixOS, PRETTY_NAME: "NixOS 24.11 (Vicuna)", VERSION_ID: "24.11"}
+nixos:
+  description:
+    - The NixOS side of the machine's image tree, as M(nspawn.nixos.nspawn_info) returns it as C(nixos) of each of its
+      RV(nspawn.nixos.nspawn_info#module:images); null when the image is not a NixOS tree or is gone.
+  returned: success
+  type: dict
+  contains:
+    system:
+      description: The store path the system profile points at (the system the machine boots).
+      type: str
+    generation:
+      description: The profile's generation number; null while it points straight at a store path (a fresh image).
+      type: int
+    nixpkgs:
+      description: The nixpkgs that C(/etc/nixos/flake.lock) locks; null without a lock.
+      type: dict
+  sample: {system: /nix/store/0c7kq7ky4zwc4hblv4p7bxlmr9p9g9l6-nixos-system-nixos-25.11pre, generation: 2, nixpkgs: null}
 """
 
 from ansible.module_utils.basic import AnsibleModule

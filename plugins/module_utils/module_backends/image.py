@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import functools
 import hashlib
-import http.client
 import os
 import posixpath
 import re
@@ -23,10 +22,7 @@ import signal
 import socket
 import tempfile
 import time
-import urllib.error
 from urllib.parse import unquote, urlsplit, urlunsplit
-
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError, open_url
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError, Interrupted, ModuleFailure, ValidationError
@@ -86,11 +82,23 @@ def _open(url, timeout):
     """GET url (http, https or file). A user:password@ in the URL becomes a basic auth header that is
     not forwarded on redirects (release assets redirect to other hosts); no transparent gunzip,
     so that the sha256 is the one of the bytes served."""
+    # Imported here, not at the top: ansible.module_utils.urls (with http.client, ssl, ...) costs about 0.1 s at
+    # every start of the module, and a plan or a no-op never downloads.
+    from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
+
     return open_url(url, timeout=timeout, http_agent=USER_AGENT, force_basic_auth=True,
                     unredirected_headers=["Authorization"], follow_redirects="safe", decompress=False)
 
 
-_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError, UrlsConnectionError)
+@functools.lru_cache(maxsize=None)
+def _network_errors():
+    """The exceptions a download can raise (imported when one runs, see _open)."""
+    import http.client  # pylint: disable=import-outside-toplevel
+    import urllib.error  # pylint: disable=import-outside-toplevel
+
+    from ansible.module_utils.urls import ConnectionError as UrlsConnectionError  # pylint: disable=import-outside-toplevel
+
+    return (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError, UrlsConnectionError)
 
 
 def download(url, handle, timeout):
@@ -110,7 +118,7 @@ def download(url, handle, timeout):
                 handle.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
-    except _NETWORK_ERRORS as exc:
+    except _network_errors() as exc:
         raise DownloadError("Downloading %s failed after %d bytes: %s" % (redact_url(url), size, exc), url=redact_url(url))
     if length is not None and length.isdigit() and int(length) != size:
         raise DownloadError("Downloading %s was cut short: received %d of %s bytes" % (redact_url(url), size, length),
@@ -123,7 +131,7 @@ def fetch_text(url, timeout, limit=SUMS_MAX_BYTES):
     try:
         with contextlib.closing(_open(url, timeout)) as response:
             data = response.read(limit + 1)
-    except _NETWORK_ERRORS as exc:
+    except _network_errors() as exc:
         raise DownloadError(f"Fetching {redact_url(url)} failed: {exc}", url=redact_url(url))
     if len(data) > limit:
         raise DownloadError("%s is larger than %d bytes: not a SHA256SUMS file" % (redact_url(url), limit), url=redact_url(url))

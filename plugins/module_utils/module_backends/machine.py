@@ -20,6 +20,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import remove_origin
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name, check_timeout
+from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.info import TREE_TYPES, nixos_state
 
 
 class MachineBackend(Backend):
@@ -73,6 +74,8 @@ class MachineBackend(Backend):
             enabled=after_enabled,
             leader=int_or_none(info.get("Leader")) if info and after_state == "running" else None,
             os_release=read_os_release(image.get("Path")) if image else {},
+            # As nspawn_info's images.NAME.nixos: what the role records in sidecar_status without another call.
+            nixos=nixos_state(image.get("Path"), name) if image and image.get("Path") and image.get("Type") in TREE_TYPES else None,
         )
 
     @staticmethod
