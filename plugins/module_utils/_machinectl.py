@@ -46,6 +46,8 @@ WAIT_INTERVAL = 0.5
 # which the PATH of a systemd-run unit may not include.
 SYSTEMCTL_PATHS = ("/run/current-system/sw/bin/systemctl", "/usr/bin/systemctl", "/bin/systemctl")
 SYSTEM_UP_STATES = ("running", "degraded")
+# The image types (machinectl show-image Type=) whose image is an OS tree the host can read and write.
+TREE_TYPES = ("directory", "subvolume")
 
 # Indirection so that unit tests can run the polling loops on a fake clock.
 _monotonic = time.monotonic

@@ -163,6 +163,25 @@ def summary(node):
     return result
 
 
+def nixos_state(root, name):
+    """The NixOS side of an image tree, read from the host without following its symlinks: the system its profile
+    points at, that generation's number, and the nixpkgs its /etc/nixos/flake.lock locks. None for a tree without
+    /nix/var/nix/profiles/system (not NixOS)."""
+    try:
+        link, generation, system = system_profile(root, name)
+        if link is None:
+            return None
+        with MachineDir(root, "/etc/nixos", name) as nixos:
+            text, dummy = nixos.read(LOCK_FILE)
+        try:
+            nixpkgs = summary(locked_input(parse_lock(text)))
+        except ValueError:
+            nixpkgs = None
+    except (UnsafePath, OSError):
+        return None
+    return dict(system=system, generation=generation, nixpkgs=nixpkgs)
+
+
 def _same_name(left, right):
     """GitHub owner and repository names: case-insensitive."""
     return left is not None and right is not None and str(left).lower() == str(right).lower()

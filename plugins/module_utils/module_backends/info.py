@@ -14,13 +14,11 @@ import os
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
 from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_os_release
-from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl, int_or_none
-from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import LOCK_FILE, locked_input, parse_lock, summary, system_profile
+from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import TREE_TYPES, Machinectl, int_or_none
+from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import nixos_state
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import read_origin, settings_path
-from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name
 
-TREE_TYPES = ("directory", "subvolume")
 # machined's name for the host itself, which list-images shows as a (hidden) image.
 HOST = ".host"
 
@@ -107,22 +105,3 @@ class InfoBackend(Backend):
                 properties=props,
             )
         return images
-
-
-def nixos_state(root, name):
-    """The NixOS side of an image tree, read from the host without following its symlinks: the system its profile
-    points at, that generation's number, and the nixpkgs its /etc/nixos/flake.lock locks. None for a tree without
-    /nix/var/nix/profiles/system (not NixOS)."""
-    try:
-        link, generation, system = system_profile(root, name)
-        if link is None:
-            return None
-        with MachineDir(root, "/etc/nixos", name) as nixos:
-            text, dummy = nixos.read(LOCK_FILE)
-        try:
-            nixpkgs = summary(locked_input(parse_lock(text)))
-        except ValueError:
-            nixpkgs = None
-    except (UnsafePath, OSError):
-        return None
-    return dict(system=system, generation=generation, nixpkgs=nixpkgs)

@@ -15,12 +15,12 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backe
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure, ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_os_release
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import (
-    Machinectl, TERMINATE_GRACE, WaitTimeout, int_or_none, unit_name,
+    TERMINATE_GRACE, TREE_TYPES, Machinectl, WaitTimeout, int_or_none, unit_name,
 )
+from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import nixos_state
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import remove_origin
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import check_machine_name, check_timeout
-from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.info import TREE_TYPES, nixos_state
 
 
 class MachineBackend(Backend):

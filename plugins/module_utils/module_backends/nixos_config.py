@@ -23,7 +23,7 @@ import stat
 from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError, ModuleFailure, ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_json, remove_file, text_diff, write_json_atomic
-from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
+from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import TREE_TYPES, Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._nix import (
     NixEditError, NixValueError, nix_error, parse_check_argv, render_module,
 )
@@ -153,7 +153,7 @@ class NixosBackend(Backend):
             return  # no machine, no configuration
         if image is None:
             raise ModuleFailure("name: there is no image named %s; create it with nspawn.nixos.nspawn_image" % name)
-        if image.get("Type") not in ("directory", "subvolume") or not image.get("Path"):
+        if image.get("Type") not in TREE_TYPES or not image.get("Path"):
             raise ModuleFailure("image %s is of type %s: nixos_config writes into directory images only"
                                 % (name, image.get("Type") or "unknown"))
         root = image["Path"]
