@@ -285,12 +285,13 @@ def converge_reading(role_walls, floor_walls, tasks, floor_steps, beyond, overhe
         "Fetching the image: %.2f s in the role against %.2f s in the floor. The module pulls the same way (`importctl pull-tar` "
         "or `machinectl pull-tar`), but as an async job (sidecar_pull_async), in four tasks: async_wrapper starts it, one task waits "
         "on the host until the job's results file holds the result (checked every 0.1 s, one SSH call per 30 s at most; no "
-        "async_status poll every sidecar_pull_poll = %s s), async_status reads the result and removes the file; the module "
+        "async_status poll every sidecar_pull_poll = %s s), async_status reads the result and a raw `rm` removes the file; the module "
         "then records the image's origin. Starting, enabling and waiting: %.2f s against %.2f s (the role waits until `systemctl is-system-running` in "
         "the machine says running or degraded, the floor only until `systemd-run -M` can run a command). "
-        "What the role does beyond the floor (%d tasks that ran, %.2f s median): preflight (facts, one assert), the check for "
-        "systemd-container (installed when machinectl is missing), a check-mode plan of the image, a look for an earlier NixOS "
-        "module, and the verification (an assert on the machine task's result, or nspawn_info when something changed the machine "
+        "What the role does beyond the floor (%d tasks that ran, %.2f s median): preflight (one raw probe of the host and the "
+        "sidecar's files instead of fact gathering, one assert), systemd-container (installed when the probe found no machinectl), "
+        "a check-mode plan of the image (only where the probe cannot settle it, and in check mode), a raw look for an earlier NixOS "
+        "module (only after the image was fetched), and the verification (an assert on the machine task's result, or nspawn_info when something changed the machine "
         "after that task); slowest: %s. "
         "ansible-playbook itself (start, loading the role and its argument spec, templating, the first SSH connection, outside "
         "any task) takes %.2f s."
@@ -357,14 +358,15 @@ def noop_reading(role_runs, pings, ping_runs, calls, ran):
     outside = median([run.outside_tasks for run in role_runs])
     module_totals = [sum(record["seconds"] for record in run.records if record["status"] != "skipped" and benchlib.is_module_call(record))
                      for run in role_runs]
-    facts = [sum(record["seconds"] for record in run.records if benchlib.short_action(record["action"]) in ("gather_facts", "setup"))
+    facts = [sum(record["seconds"] for record in run.records
+                 if benchlib.short_action(record["action"]) in ("gather_facts", "setup") or record["task"].startswith("Probe the host"))
              for run in role_runs]
     role_walls, ping_plays = [run.seconds for run in role_runs], [run.seconds for run in ping_runs]
     startup = median([run.outside_tasks for run in ping_runs])
     return (
         "**Where the time goes.** A no-op re-run takes %.2f s, %.1f× `ansible -m ping` (%.2f s) and %.1f× a one-task ping playbook "
-        "(%.2f s). Its tasks take %.2f s together (median): the %d module calls on the host %.2f s, of which fact gathering "
-        "(the role's few facts) %.2f s and the other %d calls %.2f s each on average (SSH round trip with pipelining, "
+        "(%.2f s). Its tasks take %.2f s together (median): the %d module calls on the host %.2f s, of which the role's facts "
+        "(its raw probe, which reads the sidecar's files too; fact gathering before) %.2f s and the other %d calls %.2f s each on average (SSH round trip with pipelining, "
         "Python start and AnsiballZ unpacking on the host, the module's own `machinectl`/`systemctl` calls); "
         "the %d controller-only tasks and the skipped tasks the rest. "
         "A re-run costs one module call per task that checks something on the host, so its price is the task count above times "

@@ -463,3 +463,52 @@ def restart_required(before_text, after_text):
     ``machinectl reboot`` for any such change to take effect.
     """
     return NspawnFile(before_text or "").to_dict() != NspawnFile(after_text or "").to_dict()
+
+
+def desired_values(settings, systemd_version):
+    """{section: {key: [str values]}} from nspawn_settings' settings option, every name and value checked.
+
+    Raises NspawnSettingsError naming settings.SECTION.KEY for anything systemd-nspawn would not read
+    back exactly, or does not know in this version.
+    """
+    if not isinstance(settings, dict):
+        raise NspawnSettingsError(f"settings: must be a dict of sections ({', '.join(SECTIONS)})")
+    desired = {}
+    for section, keys in settings.items():
+        if section not in SECTIONS:
+            raise NspawnSettingsError("settings.%s: [%s] is not a section of .nspawn files; systemd.nspawn(5) has %s"
+                                      % (section, section, ", ".join("[%s]" % name for name in SECTIONS)))
+        if keys is None:
+            keys = {}
+        if not isinstance(keys, dict):
+            raise NspawnSettingsError(f"settings.{section}: must be a dict of key: value, got {type(keys).__name__}")
+        desired[section] = {}
+        for key, value in keys.items():
+            try:
+                values = to_values(value, section, key)
+                check_setting(section, key, values, systemd_version)
+            except NspawnSettingsError as exc:
+                raise NspawnSettingsError(f"settings.{section}.{key}: {exc}")
+            desired[section][key] = values
+    return desired
+
+
+def edit(before, desired, purge):
+    """(text, warnings): the file ``before`` (None: no file) with ``desired`` (desired_values()) set, and with
+    every other key removed when ``purge``; warnings for lines systemd would not read and for old key names.
+
+    nspawn_settings writes the text; the sidecar role's probe (filter nspawn.nixos.sidecar_current) compares the
+    file it read with it, so that both judge a file the same way.
+    """
+    nspawn = NspawnFile(before or "")
+    warnings = ["line %d of the existing settings file is not valid and is kept as it is: %r" % (number, line)
+                for number, line in nspawn.invalid_lines()]
+    for section, keys in desired.items():
+        for key, values in keys.items():
+            spec = check_setting(section, key, values)
+            if spec.replaced_by:
+                warnings.append(f"settings.{section}.{key}: {key}= is the old name of {spec.replaced_by}=")
+            nspawn.set(section, key, values)
+    if purge:
+        nspawn.purge(dict((section, [key for key, values in keys.items() if values]) for section, keys in desired.items()))
+    return nspawn.render(), warnings

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_json, remove_file
+from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_url
 
 
 # Where nspawn_image records where each image came from. Not under /var/lib/machines:
@@ -57,6 +58,29 @@ def remove_pending(name):
             os.rmdir(directory)
         except OSError:  # not empty, or not there
             return
+
+
+def requested_origin(url, checksum, checksum_text):
+    """What an origin record of this request would say: the URL and checksum as recorded (secrets hidden), and the
+    pinned sha256 (checksum: parse_checksum() of checksum_text; a SHA256SUMS URL pins none before its download)."""
+    return dict(url=redact_url(url), checksum=redact_url(checksum_text),
+                sha256=checksum[1] if checksum and checksum[0] == "hex" else None)
+
+
+def origin_drift(origin, requested):
+    """How the recorded origin differs from the requested url / pinned sha256 ({} when it does not).
+
+    nspawn_image plans with it; the sidecar role's probe (filter nspawn.nixos.sidecar_current) skips the image step
+    only when it is {} for the origin record it read.
+    """
+    if origin is None:
+        return dict(url=dict(recorded=None, requested=requested["url"]))
+    drift = {}
+    if origin.get("url") != requested["url"]:
+        drift["url"] = dict(recorded=origin.get("url"), requested=requested["url"])
+    if requested["sha256"] and origin.get("sha256") != requested["sha256"]:
+        drift["sha256"] = dict(recorded=origin.get("sha256"), requested=requested["sha256"])
+    return drift
 
 
 def read_origin(name):

@@ -30,7 +30,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._files import read_js
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import (
-    nixpkgs_record_path, origin_path, pending_path, read_origin, remove_pending,
+    nixpkgs_record_path, origin_drift, origin_path, pending_path, read_origin, remove_pending, requested_origin,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_text, redact_url, url_password
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
@@ -253,8 +253,7 @@ class ImageBackend(Backend):
 
     def _present(self, mc, name, image, origin, url, checksum, export_to):
         params = self.module.params
-        requested = dict(url=redact_url(url), checksum=redact_url(params["checksum"]),
-                         sha256=checksum[1] if checksum and checksum[0] == "hex" else None)
+        requested = requested_origin(url, checksum, params["checksum"])
         plan, drift, how = [], {}, None
         if image is None:
             if not url:
@@ -262,7 +261,7 @@ class ImageBackend(Backend):
             how = self._method(mc, url, checksum)
             plan.append(how)
         elif url:
-            drift = _drift(origin, requested)
+            drift = origin_drift(origin, requested)
             if drift and params["adopt"]:
                 if params["force"]:
                     raise ValidationError("adopt: keeps the image as it is; force replaces it: give only one of them")
@@ -589,15 +588,3 @@ class ImageBackend(Backend):
         finally:
             remove_file(partial)
         self.result["export_to"] = path
-
-
-def _drift(origin, requested):
-    """How the recorded origin differs from the requested url / pinned sha256 ({} when it does not)."""
-    if origin is None:
-        return dict(url=dict(recorded=None, requested=requested["url"]))
-    drift = {}
-    if origin.get("url") != requested["url"]:
-        drift["url"] = dict(recorded=origin.get("url"), requested=requested["url"])
-    if requested["sha256"] and origin.get("sha256") != requested["sha256"]:
-        drift["sha256"] = dict(recorded=origin.get("sha256"), requested=requested["sha256"])
-    return drift

@@ -19,8 +19,9 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._errors import Valida
 from ansible_collections.nspawn.nixos.plugins.module_utils._files import remove_file, text_diff
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import (
-    NspawnFile, NspawnSettingsError, SECTIONS, check_setting, restart_required, to_values,
+    NspawnFile, NspawnSettingsError, edit, restart_required,
 )
+from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import desired_values as nspawn_desired_values
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import settings_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir
@@ -61,31 +62,11 @@ def write_text_atomic(module, path, text, mode=FILE_MODE):
 
 
 def desired_values(settings, systemd_version):
-    """{section: {key: [str values]}} from the module's settings option, every name and value checked.
-
-    Raises ValidationError naming settings.SECTION.KEY for anything systemd-nspawn would not read
-    back exactly, or does not know in this version.
-    """
-    if not isinstance(settings, dict):
-        raise ValidationError(f"settings: must be a dict of sections ({', '.join(SECTIONS)})")
-    desired = {}
-    for section, keys in settings.items():
-        if section not in SECTIONS:
-            raise ValidationError("settings.%s: [%s] is not a section of .nspawn files; systemd.nspawn(5) has %s"
-                                  % (section, section, ", ".join("[%s]" % name for name in SECTIONS)))
-        if keys is None:
-            keys = {}
-        if not isinstance(keys, dict):
-            raise ValidationError(f"settings.{section}: must be a dict of key: value, got {type(keys).__name__}")
-        desired[section] = {}
-        for key, value in keys.items():
-            try:
-                values = to_values(value, section, key)
-                check_setting(section, key, values, systemd_version)
-            except NspawnSettingsError as exc:
-                raise ValidationError(f"settings.{section}.{key}: {exc}")
-            desired[section][key] = values
-    return desired
+    """_nspawn_ini.desired_values(), its refusal as the module's ValidationError (naming settings.SECTION.KEY)."""
+    try:
+        return nspawn_desired_values(settings, systemd_version)
+    except NspawnSettingsError as exc:
+        raise ValidationError(str(exc))
 
 
 class SettingsBackend(Backend):
@@ -120,18 +101,10 @@ class SettingsBackend(Backend):
             self._apply(path, before, after)
 
     def _edit(self, before, desired, purge):
-        nspawn = NspawnFile(before or "")
-        for number, line in nspawn.invalid_lines():
-            self.module.warn("line %d of the existing settings file is not valid and is kept as it is: %r" % (number, line))
-        for section, keys in desired.items():
-            for key, values in keys.items():
-                spec = check_setting(section, key, values)
-                if spec.replaced_by:
-                    self.module.warn(f"settings.{section}.{key}: {key}= is the old name of {spec.replaced_by}=")
-                nspawn.set(section, key, values)
-        if purge:
-            nspawn.purge(dict((section, [key for key, values in keys.items() if values]) for section, keys in desired.items()))
-        return nspawn.render()
+        after, warnings = edit(before, desired, purge)
+        for warning in warnings:
+            self.module.warn(warning)
+        return after
 
     def _apply(self, path, before, after):
         steps = []
