@@ -108,7 +108,7 @@ def test_index_links_every_page(site):
     collection = Dom(browse(PAGES / "index.html", "--dump-dom"))
     expected = ["nixos_config_module.html", "nspawn_image_module.html", "nspawn_info_module.html", "nspawn_machine_module.html",
                 "nspawn_settings_module.html", "machine_connection.html", "sidecars_inventory.html", "sidecar_role.html",
-                "sidecar_errors_filter.html"]
+                "sidecar_errors_filter.html", "sidecar_host_filter.html", "sidecar_current_filter.html"]
     guides = yaml.safe_load((CHECKOUT / "docs" / "docsite" / "extra-docs.yml").read_text())["sections"]
     expected += ["docsite/%s.html" % name for section in guides for name in section["toctree"]]
     assert len(expected) > 9, guides
