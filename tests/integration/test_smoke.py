@@ -2,6 +2,12 @@
 say systemd, and the machinectl/importctl steps of a sidecar work inside it
 (tests/integration/targets/smoke)."""
 
+import shlex
+from pathlib import Path
+
+import yaml
+
+ROLE_VARS = Path(__file__).resolve().parents[2] / "roles" / "sidecar" / "vars" / "main.yml"
 PULL_TASKS = ("Pull the fixture image with importctl (systemd >= 256)", "Pull the fixture image with machinectl (systemd < 256)")
 
 
@@ -30,3 +36,32 @@ def test_smoke(lab_host, ansible_runner):
         assert pulled_with == set()
         assert "org.freedesktop.import1" in result.result("Try to pull with machinectl where importd is missing", lab_host.name)["stderr"]
         assert result.result("Unpack the fixture image into the image store where importd is missing", lab_host.name)["changed"]
+
+
+def test_probe_agrees_with_fact_gathering(lab_host, ansible_runner):
+    """The sidecar role's raw probe (roles/sidecar/vars/main.yml, read by the filter nspawn.nixos.sidecar_host) gives
+    the facts the role used to gather with setup, on every release: the same architecture, OS family, service manager,
+    systemd version and SELinux state as Ansible's own collectors, and machinectl where the host has it."""
+    probe = yaml.safe_load(ROLE_VARS.read_text())["_sidecar_probe_script"]
+    plays = [{"name": "probe", "hosts": lab_host.name, "gather_facts": False, "tasks": [
+        {"name": "Gather facts", "ansible.builtin.setup": {"gather_subset": ["!all", "!min", "distribution", "platform", "selinux",
+                                                                            "service_mgr", "systemd"]}},
+        {"name": "Probe", "ansible.builtin.raw": "sh -c %s sh no-such-machine /var/lib/machines /var/lib/nspawn-nixos/origin "
+                                                "/var/lib/nspawn-nixos/pending /etc/systemd/nspawn /etc/nixos/ansible.nix" % shlex.quote(probe),
+         "register": "probe", "changed_when": False},
+        {"name": "Read the probe", "ansible.builtin.set_fact": {"host": "{{ probe.stdout | nspawn.nixos.sidecar_host }}"}},
+    ]}]
+    result = ansible_runner.playbook(plays, limit=lab_host.name)
+    assert result.rc == 0 and not result.failed, result
+    facts = result.result("Gather facts", lab_host.name)["ansible_facts"]
+    host = result.result("Read the probe", lab_host.name)["ansible_facts"]["host"]
+    assert host["architecture"] == facts["ansible_architecture"]
+    assert host["os_family"] == facts["ansible_os_family"] == "Debian"
+    assert host["service_mgr"] == facts["ansible_service_mgr"] == "systemd"
+    assert host["systemd_version"] == int(facts["ansible_systemd"]["version"]) == lab_host.systemd_version
+    assert host["os_release"]["ID"] == "debian" and host["distribution"] == "Debian GNU/Linux"
+    # No SELinux in the lab: setup says so when its Python bindings are missing too; the probe reads selinuxfs.
+    assert host["selinux"] == "disabled"
+    assert facts["ansible_selinux"] in (False, {"status": "disabled"}) or facts["ansible_selinux"].get("status") != "enabled"
+    assert host["machinectl"] is True
+    assert (host["image"], host["pending"], host["origin"], host["settings"]) == (False, False, None, None)
