@@ -291,7 +291,8 @@ def converge_reading(role_walls, floor_walls, tasks, floor_steps, beyond, overhe
         "What the role does beyond the floor (%d tasks that ran, %.2f s median): preflight (one raw probe of the host and the "
         "sidecar's files instead of fact gathering, one assert), systemd-container (installed when the probe found no machinectl), "
         "a check-mode plan of the image (only where the probe cannot settle it, and in check mode), a raw look for an earlier NixOS "
-        "module (only after the image was fetched), and the verification (an assert on the machine task's result, or nspawn_info when something changed the machine "
+        "module (only after the image was fetched), and the verification (an assert on the machine task's result, or nspawn_info "
+        "when something changed the machine "
         "after that task); slowest: %s. "
         "ansible-playbook itself (start, loading the role and its argument spec, templating, the first SSH connection, outside "
         "any task) takes %.2f s."
@@ -366,7 +367,8 @@ def noop_reading(role_runs, pings, ping_runs, calls, ran):
     return (
         "**Where the time goes.** A no-op re-run takes %.2f s, %.1f× `ansible -m ping` (%.2f s) and %.1f× a one-task ping playbook "
         "(%.2f s). Its tasks take %.2f s together (median): the %d module calls on the host %.2f s, of which the role's facts "
-        "(its raw probe, which reads the sidecar's files too; fact gathering before) %.2f s and the other %d calls %.2f s each on average (SSH round trip with pipelining, "
+        "(its raw probe, which reads the sidecar's files too; fact gathering before) %.2f s and the other %d calls %.2f s each on average "
+        "(SSH round trip with pipelining, "
         "Python start and AnsiballZ unpacking on the host, the module's own `machinectl`/`systemctl` calls); "
         "the %d controller-only tasks and the skipped tasks the rest. "
         "A re-run costs one module call per task that checks something on the host, so its price is the task count above times "
@@ -409,11 +411,14 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
         fleet_floor(ordered, url)
         reset_hosts(ordered, NAME)
         for index in range(runs):
-            for turn, size in enumerate(sizes if index % 2 == 0 else list(reversed(sizes))):
+            for size in (sizes if index % 2 == 0 else list(reversed(sizes))):
                 subset = ordered[:size]
                 names = [host.name for host in subset]
-                # Role and floor alternate too (which goes first changes with every size), so that load drift hits both.
-                for kind in (("role", "floor") if (index + turn) % 2 == 0 else ("floor", "role")):
+                # Role and floor alternate too: which goes first changes from one size to the next and, for each size,
+                # from one run to the next (by the size's place in --fleet, not in this run's order: that order is
+                # reversed every other run, and with it the parity of the place, so that each size would keep its
+                # order in every run; the first of the pair is the faster more often than not, see the README).
+                for kind in (("role", "floor") if (index + sizes.index(size)) % 2 == 0 else ("floor", "role")):
                     if kind == "role":
                         run = benchlib.role(lab.inventory, ",".join(names), extra, forks=size, what="first converge on %d hosts" % size)
                         check_converged(run, names, "first converge on %d hosts" % size)

@@ -43,12 +43,12 @@ def test_probe_agrees_with_fact_gathering(lab_host, ansible_runner):
     the facts the role used to gather with setup, on every release: the same architecture, OS family, service manager,
     systemd version and SELinux state as Ansible's own collectors, and machinectl where the host has it."""
     probe = yaml.safe_load(ROLE_VARS.read_text())["_sidecar_probe_script"]
+    facts_subset = ["!all", "!min", "distribution", "platform", "selinux", "service_mgr", "systemd"]
+    raw = ("sh -c %s sh no-such-machine /var/lib/machines /var/lib/nspawn-nixos/origin /var/lib/nspawn-nixos/pending "
+           "/etc/systemd/nspawn /etc/nixos/ansible.nix" % shlex.quote(probe))
     plays = [{"name": "probe", "hosts": lab_host.name, "gather_facts": False, "tasks": [
-        {"name": "Gather facts", "ansible.builtin.setup": {"gather_subset": ["!all", "!min", "distribution", "platform", "selinux",
-                                                                            "service_mgr", "systemd"]}},
-        {"name": "Probe", "ansible.builtin.raw": "sh -c %s sh no-such-machine /var/lib/machines /var/lib/nspawn-nixos/origin "
-                                                "/var/lib/nspawn-nixos/pending /etc/systemd/nspawn /etc/nixos/ansible.nix" % shlex.quote(probe),
-         "register": "probe", "changed_when": False},
+        {"name": "Gather facts", "ansible.builtin.setup": {"gather_subset": facts_subset}},
+        {"name": "Probe", "ansible.builtin.raw": raw, "register": "probe", "changed_when": False},
         {"name": "Read the probe", "ansible.builtin.set_fact": {"host": "{{ probe.stdout | nspawn.nixos.sidecar_host }}"}},
     ]}]
     result = ansible_runner.playbook(plays, limit=lab_host.name)
