@@ -25,7 +25,8 @@ for _path in (CHECKOUT / "tests",):
 # After the sys.path lines above: tests/lab (the lab API and its Ansible runner).
 # pylint: disable=wrong-import-position
 from ansible.release import __version__ as ANSIBLE_VERSION  # noqa: E402
-from lab import Lab, images  # noqa: E402
+from lab import Lab, cgroups, images  # noqa: E402
+from lab.mounts import fs_type  # noqa: E402
 # OUTPUT_DIR: run.py uses it as benchlib.OUTPUT_DIR.
 from lab.ansible_runner import CALLBACKS_DIR, OUTPUT_DIR, AnsibleRunner  # noqa: E402,F401  # pylint: disable=unused-import
 # pylint: enable=wrong-import-position
@@ -140,6 +141,23 @@ def children_cpu():
     local commands, not the detached SSH ControlPersist master."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def hosts_cpu(hosts):
+    """CPU seconds used so far by everything in the lab hosts' cgroup folders (systemd, importd, sshd, the module runs,
+    the machine they start), from cgroup v2's cpu.stat usage_usec, which the kernel keeps for every cgroup2 folder with
+    or without the cpu controller (Documentation/admin-guide/cgroup-v2.rst, "cpu.stat"); None where no cgroup2
+    hierarchy holds the folders."""
+    total = 0.0
+    for host in hosts:
+        stats = [folder / "cpu.stat" for folder in cgroups.existing(host.cgroup) if fs_type(folder.parent) == "cgroup2"]
+        if not stats or not stats[0].exists():
+            return None
+        for line in stats[0].read_text(encoding="utf-8").splitlines():
+            key, _sep, value = line.partition(" ")
+            if key == "usage_usec":
+                total += int(value) / 1e6
+    return total
 
 
 # Goals of issue 14, printed by the benchmarks (no test fails on them).

@@ -284,7 +284,7 @@ def converge_reading(role_walls, floor_walls, tasks, floor_steps, beyond, overhe
         "**Where the time goes.** The role takes %.2f s against the floor's %.2f s (median), %.2f s more. "
         "Fetching the image: %.2f s in the role against %.2f s in the floor. The module pulls the same way (`importctl pull-tar` "
         "or `machinectl pull-tar`), but as an async job (sidecar_pull_async), in four tasks: async_wrapper starts it, one task waits "
-        "on the host until the job's results file holds the result (checked every 0.1 s, one SSH call per 30 s at most; no "
+        "on the host until the job's results file holds the result (checked every 0.25 s, one SSH call per 30 s at most; no "
         "async_status poll every sidecar_pull_poll = %s s), async_status reads the result and a raw `rm` removes the file; the module "
         "then records the image's origin. Starting, enabling and waiting: %.2f s against %.2f s (the role waits until `systemctl is-system-running` in "
         "the machine says running or degraded, the floor only until `systemd-run -M` can run a command). "
@@ -400,6 +400,8 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
     extra = {"sidecar_image_url": "{{ lab_image_url }}"}
     walls, floors, cpus = {size: [] for size in sizes}, {size: [] for size in sizes}, {size: [] for size in sizes}
     fetches, starts = {size: [] for size in sizes}, {size: [] for size in sizes}
+    # CPU seconds of each run, all hosts together: (controller, hosts) for the role and for the floor.
+    used = {kind: {size: [] for size in sizes} for kind in ("role", "floor")}
     with bench_lab("fleet", ["12", "13"], count=(max(sizes) + 1) // 2) as lab:
         section.hosts = benchlib.lab_hosts_info(lab)
         ordered = benchlib.interleaved_hosts(lab)
@@ -419,6 +421,7 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
                 # reversed every other run, and with it the parity of the place, so that each size would keep its
                 # order in every run; the first of the pair is the faster more often than not, see the README).
                 for kind in (("role", "floor") if (index + sizes.index(size)) % 2 == 0 else ("floor", "role")):
+                    controller_before, hosts_before = benchlib.children_cpu(), benchlib.hosts_cpu(subset)
                     if kind == "role":
                         run = benchlib.role(lab.inventory, ",".join(names), extra, forks=size, what="first converge on %d hosts" % size)
                         check_converged(run, names, "first converge on %d hosts" % size)
@@ -430,6 +433,9 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
                     else:
                         seconds, _per_host = fleet_floor(subset, url)
                         floors[size].append(seconds)
+                    hosts_after = benchlib.hosts_cpu(subset)
+                    used[kind][size].append((benchlib.children_cpu() - controller_before,
+                                             None if hosts_before is None else hosts_after - hosts_before))
                     reset_hosts(subset, NAME)
                     print("  run %d: %d host(s) %s %.2f s" % (index + 1, size, kind, seconds))
     base = median(walls[sizes[0]]) / sizes[0]
@@ -442,6 +448,7 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
                   "First converge, median (min–max) of %d run(s) per size, sizes in alternating order, role and floor alternating; "
                   "the fleet floor is benchmark 1's manual sequence on all the hosts at once, one SSH connection per host; "
                   "per-host task times over all hosts and runs; controller CPU from getrusage as in P7:" % runs)
+    fleet_cpu_table(section, sizes, used, walls, floors)
     goals = ["%d host%s: %s" % (size, "s" if size > 1 else "", benchlib.goal("P3", median(walls[size]) / median(floors[size])))
              for size in sizes]
     section.text("Goal P3 (role / fleet floor ≤ %.2f× at every size): %s." % (benchlib.GOALS["P3"], "; ".join(goals)))
@@ -465,6 +472,36 @@ def bench_fleet(args, section):  # pylint: disable=too-many-locals
                  % (largest, median(walls[largest]) / median(walls[sizes[0]]), sizes[0],
                     median(floors[largest]) / median(floors[sizes[0]]), largest // sizes[0], os.cpu_count(),
                     os.cpu_count(), "%.2f" % median(fetches[largest]), largest, "%.2f" % median(fetches[sizes[0]]), sizes[0]))
+
+
+def fleet_cpu_table(section, sizes, used, walls, floors):
+    """Where the role's time over the fleet floor goes on this machine: the CPU seconds of the controller (getrusage of
+    the run's processes, as in P7; for the floor, its ssh clients) and of the hosts (their cgroups, benchlib.hosts_cpu),
+    role against floor. The lab's hosts and the controller share the machine's CPUs: once the hosts' own work keeps them
+    busy, every CPU second the role adds, on the controller or on a host, is wall time (extra / CPUs at the least)."""
+    if any(hosts is None for kind in used.values() for size in sizes for _controller, hosts in kind[size]):
+        section.text("(No cgroup2 hierarchy holds the lab hosts: the hosts' CPU is not measured.)")
+        return
+    cpus = os.cpu_count() or 1
+    rows = []
+    for size in sizes:
+        role_controller = median([controller for controller, _hosts in used["role"][size]])
+        role_hosts = median([hosts for _controller, hosts in used["role"][size]])
+        floor_controller = median([controller for controller, _hosts in used["floor"][size]])
+        floor_hosts = median([hosts for _controller, hosts in used["floor"][size]])
+        extra = role_controller + role_hosts - floor_controller - floor_hosts
+        rows.append((size, "%.1f" % role_controller, "%.1f" % role_hosts, "%.1f" % floor_controller, "%.1f" % floor_hosts,
+                     "%.1f" % extra, "%.1f" % (extra / cpus), "%.1f" % (median(walls[size]) - median(floors[size])),
+                     "%.2f" % ((role_controller + role_hosts) / median(walls[size]) / cpus),
+                     "%.2f" % ((floor_controller + floor_hosts) / median(floors[size]) / cpus)))
+    section.table(("hosts", "role: controller CPU s", "role: hosts' CPU s", "floor: controller CPU s", "floor: hosts' CPU s",
+                   "the role's extra CPU s", "extra / %d CPUs, s" % cpus, "role − floor wall s", "role: CPUs busy",
+                   "floor: CPUs busy"), rows,
+                  "The CPU of one first converge, all hosts together (median of the runs): the controller's from getrusage "
+                  "(ansible-playbook and its children; the floor's ssh clients), the hosts' from their cgroups' cpu.stat "
+                  "(everything in them: systemd, importd unpacking the image, the modules, the machine booting). \"CPUs "
+                  "busy\" is CPU seconds / wall / %d: near 1 the machine's CPUs were the limit, and the role's extra CPU "
+                  "is wall time:" % cpus)
 
 
 def task_seconds(run, task):

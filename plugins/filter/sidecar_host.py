@@ -22,6 +22,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._files import parse_os_release
 from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import parse_systemd_version
 from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import desired_values, edit
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import origin_drift, requested_origin
@@ -48,22 +49,6 @@ def _sections(text):
         elif current is not None:
             current.append(line)
     return sections
-
-
-def _os_release(lines):
-    """KEY=value lines of os-release(5): shell-style quoting (", ', backslash escapes in double quotes)."""
-    result = {}
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            quote, value = value[0], value[1:-1]
-            if quote == '"':
-                value = re.sub(r'\\([\\$"`])', r"\1", value)
-        result[key.strip()] = value
-    return result
 
 
 def _os_family(os_release):
@@ -98,7 +83,7 @@ def sidecar_host(stdout):
     if "os-release" not in sections:
         raise AnsibleFilterError("sidecar_host: this is not the output of the sidecar role's probe (no section "
                                  "'@@nspawn-nixos os-release@@'): %r" % stdout[:200])
-    os_release = _os_release(sections.get("os-release", []))
+    os_release = parse_os_release("\n".join(sections.get("os-release", [])))
     try:
         systemd_version = parse_systemd_version(_first(sections, "systemd"))
     except ValueError:

@@ -12,26 +12,73 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import tempfile
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ModuleFailure
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import read_in_root
 
 
+# systemd's parse_env_file_internal() (src/basic/env-file.c) reads os-release; _env_value() follows its states for one
+# line. Inside double quotes a backslash escapes only SHELL_NEED_ESCAPE (src/basic/escape.h) and stays before anything
+# else, "like the real shell does".
+_SHELL_NEED_ESCAPE = '"\\`$'
+
+
+def _env_value(value):
+    """The value after KEY= on one line, read as systemd reads os-release (src/basic/env-file.c).
+
+    Leading whitespace and whitespace after a closing quote are skipped; quotes open only there, not inside an unquoted
+    run; unquoted, a backslash escapes any character and trailing whitespace is dropped; single quotes are literal;
+    in double quotes a backslash escapes only " \\ ` $. systemd continues a quote left open onto the next lines; here
+    it ends with its line, so that one broken line cannot swallow the keys after it.
+    """
+    out = []
+    state = "pre"
+    trailing = None  # where the unquoted run's trailing whitespace starts
+    chars = iter(value)
+    for char in chars:
+        if state == "single":
+            if char == "'":
+                state = "pre"
+            else:
+                out.append(char)
+        elif state == "double":
+            if char == '"':
+                state = "pre"
+            elif char == "\\":
+                escaped = next(chars, "")  # a backslash ending the line escapes the newline: nothing is kept
+                if escaped:
+                    out.append(escaped if escaped in _SHELL_NEED_ESCAPE else "\\" + escaped)
+            else:
+                out.append(char)
+        elif char == "\\":
+            state, trailing = "unquoted", None
+            out.append(next(chars, ""))
+        elif state == "pre" and char in "'\"":
+            state = "single" if char == "'" else "double"
+        elif state == "pre" and char.isspace():
+            continue
+        else:
+            state = "unquoted"
+            if not char.isspace():
+                trailing = None
+            elif trailing is None:
+                trailing = len(out)
+            out.append(char)
+    if state == "unquoted" and trailing is not None:
+        del out[trailing:]
+    return "".join(out)
+
+
 def parse_os_release(text):
-    """os-release(5) KEY=value lines (shell-quoted values) -> dict."""
+    """os-release(5) KEY=value lines -> dict; comment lines (# or ;) and lines without = are skipped."""
     result = {}
     for line in (text or "").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
+        line = line.lstrip()
+        if not line or line[0] in "#;" or "=" not in line:
             continue
         key, value = line.split("=", 1)
-        try:
-            words = shlex.split(value)
-        except ValueError:
-            words = [value.strip("\"'")]
-        result[key.strip()] = " ".join(words)
+        result[key.rstrip()] = _env_value(value)
     return result
 
 

@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from ansible_collections.nspawn.nixos.plugins.module_utils._files import (
     parse_os_release, read_json, read_os_release, remove_file, write_json_atomic,
 )
@@ -70,6 +72,26 @@ def test_parse_os_release_quoting():
     text = '# comment\n\nNAME="Fixture \\"sidecar\\""\nID=fixture\nBROKEN="unterminated\nHOME_URL=\'https://x/\'\n'
     assert parse_os_release(text) == {
         "NAME": 'Fixture "sidecar"', "ID": "fixture", "BROKEN": "unterminated", "HOME_URL": "https://x/"}
+
+
+@pytest.mark.parametrize("line, value", [
+    # systemd's parse_env_file_internal() (src/basic/env-file.c), state by state:
+    ('NAME="A \\"q\\" \\$n \\`x\\` \\\\ \\z"', 'A "q" $n `x` \\ \\z'),  # SHELL_NEED_ESCAPE unescaped, \z kept
+    ("V='1 (x) \\$'", "1 (x) \\$"),  # single quotes: literal
+    ("U=foo\\ bar  ", "foo bar"),  # unquoted: backslash escapes, trailing whitespace chomped
+    ("W=  a  b\t ", "a  b"),  # leading whitespace skipped, inner runs kept
+    ("X=\"a\" 'b' c", "abc"),  # whitespace after a closing quote skipped (PRE_VALUE)
+    ('Y=foo"bar"', 'foo"bar"'),  # no quotes inside an unquoted run (VALUE)
+    ("T=x\\  ", "x "),  # an escaped space is not trailing whitespace
+    ("E=", ""),
+    ('D="ends\\', "ends"),  # an escaped newline is eaten
+])
+def test_parse_os_release_like_systemd(line, value):
+    assert parse_os_release(line) == {line.split("=", 1)[0]: value}
+
+
+def test_parse_os_release_keys_and_comments():
+    assert parse_os_release("# c\n; c\n  ID = debian \nnokey\n\n") == {"ID": "debian"}
 
 
 class AtomicModule(object):
