@@ -485,10 +485,9 @@ def fleet_cpu_table(section, sizes, used, walls, floors):
     cpus = os.cpu_count() or 1
     rows = []
     for size in sizes:
-        role_controller = median([controller for controller, _hosts in used["role"][size]])
-        role_hosts = median([hosts for _controller, hosts in used["role"][size]])
-        floor_controller = median([controller for controller, _hosts in used["floor"][size]])
-        floor_hosts = median([hosts for _controller, hosts in used["floor"][size]])
+        # Medians of each column, (controller, hosts), for role and floor.
+        (role_controller, role_hosts), (floor_controller, floor_hosts) = (
+            [median(column) for column in zip(*used[kind][size])] for kind in ("role", "floor"))
         extra = role_controller + role_hosts - floor_controller - floor_hosts
         rows.append((size, "%.1f" % role_controller, "%.1f" % role_hosts, "%.1f" % floor_controller, "%.1f" % floor_hosts,
                      "%.1f" % extra, "%.1f" % (extra / cpus), "%.1f" % (median(walls[size]) - median(floors[size])),
