@@ -277,13 +277,23 @@ class Machinectl:
             _sleep(POLL_INTERVAL)
 
     def wait_gone(self, name, timeout):
-        """Poll until machined no longer knows the machine (poweroff returns before it finishes)."""
+        """Poll until machined no longer knows the machine (poweroff returns before it finishes), then until its unit
+        is no longer stopping: machined forgets the machine when its leader exits, about 3 s before
+        systemd-nspawn@NAME.service has stopped (measured on systemd 252), and a start or remove in between fails."""
         deadline = _monotonic() + timeout
         while True:
             if self.show(name) is None:
-                return
+                break
             if _monotonic() >= deadline:
                 raise WaitTimeout(f"machine {name} was still running {timeout} seconds after it was told to stop")
+            _sleep(POLL_INTERVAL)
+        while True:
+            dummy, out, dummy_err = self.runner.run(["systemctl", "is-active", unit_name(name)], check=False)
+            if out.strip() not in ("deactivating", "active", "reloading"):
+                return
+            if _monotonic() >= deadline:
+                raise WaitTimeout(f"the unit {unit_name(name)} of machine {name} was still {out.strip()} {timeout} "
+                                  "seconds after the machine was told to stop")
             _sleep(POLL_INTERVAL)
 
     def wait_new_leader(self, name, old_leader, timeout):
@@ -298,9 +308,8 @@ class Machinectl:
             _sleep(POLL_INTERVAL)
 
     def system_state_argv(self, name):
-        # No '$' in the script: the service manager running it expands $VAR in ExecStart= arguments.
         script = "; ".join(f"[ -x {path} ] && exec {path} is-system-running" for path in SYSTEMCTL_PATHS) + "; exit 127"
-        return ["systemd-run", "-M", name, "--wait", "--pipe", "--collect", "-q", "/bin/sh", "-c", script]
+        return self.inside_argv(name, ["/bin/sh", "-c", script])
 
     def wait_system_running(self, name, timeout):
         """Poll the container's own systemd until it reports running or degraded; returns that state."""
@@ -372,19 +381,33 @@ class Machinectl:
         return bool(props) and props.get("State") != "closing"
 
     @staticmethod
-    def inside_argv(name, argv, properties=()):
+    def inside_argv(name, argv, properties=(), user=None):
         """systemd-run in the machine, waiting for the command, with its stdin/stdout/stderr and exit status.
 
-        Never `machinectl shell`: it always exits 0 and merges the output through a PTY.
+        argv arrives byte for byte (unit_argv). Never `machinectl shell`: it always exits 0 and merges the output
+        through a PTY.
         """
         options = []
         for prop in properties:
             options += ["-p", prop]
-        return ["systemd-run", "-M", name, "--wait", "--pipe", "--collect", "-q"] + options + list(argv)
+        if user and user != "root":
+            options += ["--uid", user]
+        return ["systemd-run", "-M", name, "--wait", "--pipe", "--collect", "-q"] + options + unit_argv(argv)
 
     def run_inside(self, name, argv, data=None, check=True, msg=None, properties=()):
         """Run argv in the machine (inside_argv), with data on its stdin. Returns (rc, out, err)."""
         return self.runner.run(self.inside_argv(name, argv, properties), check=check, msg=msg, data=data)
+
+
+def unit_argv(argv):
+    """argv as the ExecStart= of a transient unit, so that the program receives it byte for byte.
+
+    The service manager substitutes $NAME and ${NAME} in every argument of a command line and turns $$ into
+    one $ (systemd.service(5), "Command lines"; also for the units systemd-run creates over D-Bus, where no
+    specifier is expanded and no word is split). So every '$' is doubled, and nothing else needs care. Every
+    command the collection hands to a machine's service manager passes through here.
+    """
+    return [str(word).replace("$", "$$") for word in argv]
 
 
 def unit_name(name):

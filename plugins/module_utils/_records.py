@@ -60,6 +60,17 @@ def remove_pending(name):
             return
 
 
+# What nixos_config is changing right now: written before the first file of a change that a rebuild is to activate,
+# removed once the rebuild succeeded or the files were put back. One left behind (the module was killed during
+# nixos-rebuild: an OOM kill, a power loss, an async timeout) tells the next run that the files it finds as wanted
+# were never activated, so that it rebuilds instead of reporting nothing to do.
+NIXOS_PENDING_DIR = "/var/lib/nspawn-nixos/nixos-pending"
+
+
+def nixos_pending_path(name):
+    return os.path.join(NIXOS_PENDING_DIR, f"{name}.json")
+
+
 def requested_origin(url, checksum, checksum_text):
     """What an origin record of this request would say: the URL and checksum as recorded (secrets hidden), and the
     pinned sha256 (checksum: parse_checksum() of checksum_text; a SHA256SUMS URL pins none before its download)."""
@@ -90,6 +101,7 @@ def read_origin(name):
 def remove_origin(name):
     """Remove what the collection recorded about an image (its origin, the branch its nixpkgs was locked from)."""
     removed = remove_file(origin_path(name))
+    removed = remove_file(nixos_pending_path(name)) or removed
     return remove_file(nixpkgs_record_path(name)) or removed
 
 

@@ -33,6 +33,10 @@ MAX_READ_BYTES = 16 << 20
 MAX_SYMLINKS = 40
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# open(2) O_PATH (Linux): a descriptor of the entry itself, for fstat, that opens no FIFO or device; elsewhere a plain
+# read-only open (with O_NONBLOCK, so that a FIFO does not block).
+_HAS_O_PATH = hasattr(os, "O_PATH")
+_PATH = os.O_PATH if _HAS_O_PATH else os.O_RDONLY | os.O_NONBLOCK
 
 
 class UnsafePath(ModuleFailure):
@@ -122,29 +126,53 @@ class MachineDir:
             raise
 
     def read(self, name, limit=MAX_READ_BYTES):
-        """(text, os.stat_result) of the regular file name, (None, None) when it does not exist."""
+        """(text, os.stat_result) of the regular file name, (None, None) when it does not exist.
+
+        A FIFO, socket or device node is refused without being opened for reading: opening a FIFO blocks until a
+        writer comes (or, with O_NONBLOCK, counts as its reader and lets a waiting writer go on), and opening a device
+        runs its driver. The entry is first opened with O_PATH|O_NOFOLLOW (open(2): no read access, no driver, a
+        symlink itself), judged by fstat, and only a regular file is then opened for reading, through that same
+        descriptor (/proc/self/fd/N), so that nothing swapped in meanwhile is opened instead.
+        """
         if self.fd is None:
             return None, None
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | _NOFOLLOW, dir_fd=self.fd)
+            path_fd = os.open(name, _PATH | os.O_CLOEXEC | _NOFOLLOW, dir_fd=self.fd)
         except FileNotFoundError:
             return None, None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            if exc.errno == errno.ELOOP:  # without O_PATH (not Linux), open(2) refuses a symlink with ELOOP
                 self._refuse(self.inside(name), f"is a symlink (to {self.readlink(name)})")
             raise
         try:
-            info = os.fstat(fd)
+            info = os.fstat(path_fd)
+            if stat.S_ISLNK(info.st_mode):
+                self._refuse(self.inside(name), f"is a symlink (to {self.readlink(name)})")
             if not stat.S_ISREG(info.st_mode):
                 self._refuse(self.inside(name), "is not a regular file")
+            fd = self._reopen(path_fd, name) if _HAS_O_PATH else path_fd
         except BaseException:
-            os.close(fd)
+            os.close(path_fd)
             raise
+        if fd != path_fd:
+            os.close(path_fd)
         with os.fdopen(fd, "rb") as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:
             raise ModuleFailure("%s in machine %s is larger than %d bytes" % (self.inside(name), self.machine, limit))
         return data.decode("utf-8", "surrogateescape"), info
+
+    def _reopen(self, path_fd, name):
+        """The regular file behind an O_PATH descriptor, opened for reading (the same inode, whatever its name is now)."""
+        try:
+            return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:  # no /proc: open the name again, and make sure it is still the file judged above
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | _NOFOLLOW, dir_fd=self.fd)
+            before, after = os.fstat(path_fd), os.fstat(fd)
+            if (before.st_dev, before.st_ino) != (after.st_dev, after.st_ino):
+                os.close(fd)
+                self._refuse(self.inside(name), "was replaced while it was read")
+            return fd
 
     def write(self, name, text, mode, uid=None, gid=None):
         """Replace name by a file holding text, atomically (temporary file, fsync, rename)."""

@@ -28,6 +28,14 @@ description:
     (a login shell gives it NixOS's PATH and NIX_PATH; never C(machinectl shell), which always exits 0). When
     C(/etc/nixos/flake.nix) exists, C(--flake /etc/nixos#nixos) is added (the upstream nspawn-nixos image ships such a
     flake).
+  - B(A rebuild cut off) - before the first file of a change that a rebuild is to activate, the module writes a pending
+    record (C(/var/lib/nspawn-nixos/nixos-pending/NAME.json)) and removes it once the rebuild succeeded or the files
+    were put back. When the module is killed meanwhile (an OOM kill, a power loss, the async timeout), the next run
+    finds the record, rebuilds although the files are already as wanted, and reports RV(resumed).
+  - B(Ephemeral machines) - a machine that runs from a snapshot of its image (systemd.nspawn(5) C(Ephemeral=yes),
+    C(systemd-nspawn --ephemeral); machined's C(RootDirectory) is then not the image) is refused before anything is
+    written, as the running system would see neither the new files nor C(flake.lock). Configure it while it runs from its
+    image, then make it ephemeral.
   - B(Judging a rebuild) - C(nixos-rebuild) does not report a failed activation the same way in every NixOS release
     (the bash script of NixOS 25.05 and earlier exits 1 after the warning C(error(s) occurred while switching to the new
     configuration); early C(nixos-rebuild-ng) exits 1 printing C(Command '[...switch-to-configuration', 'switch']'
@@ -113,7 +121,9 @@ options:
       - The root password of the machine, as a crypt(3) hash (C(mkpasswd -m sha-512)), or V(!) to lock the account.
         A plain password is refused.
       - With C(users.mutableUsers = false) in O(settings) (C(settings.users.mutableUsers=false)), it becomes
-        C(users.users.root.hashedPassword) in O(dest) (which is then created with mode C(0600)).
+        C(users.users.root.hashedPassword) in O(dest) (which is then created with mode C(0600)). Like every value of
+        a NixOS configuration, the hash is then also copied into the machine's C(/nix/store), which every user and
+        every service of the machine can read; use mutable users (below) where that matters.
       - Otherwise (NixOS's default, mutable users) it is set with C(chpasswd -e) inside the machine, the C(root:HASH)
         line on its stdin, only when the hash in the machine's C(/etc/shadow) (read from the host) differs. The
         machine must be running then. If your own C(configuration.nix) sets C(users.mutableUsers = false), set it in
@@ -277,6 +287,14 @@ validation:
   returned: success
   type: str
   sample: host
+resumed:
+  description:
+    - Whether this run finished a change an earlier run had written but whose rebuild was cut off (its pending record
+      was there) - C(nixos-rebuild) ran although no file changed.
+  returned: success
+  type: bool
+  sample: false
+  version_added: 1.1.0
 rebuild:
   description: What C(nixos-rebuild) did; null when it did not run.
   returned: success

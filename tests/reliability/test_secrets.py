@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from faults.harness import (
-    Tally, image_url, judge_unchanged, on_hosts, redacted, role_play, run_fault, snapshots, tasks_play, with_credentials,
+    Tally, image_sha256, image_url, judge_unchanged, on_hosts, redacted, role_play, run_fault, snapshots, tasks_play, with_credentials,
 )
 
 SUITE = "secrets"
@@ -40,6 +40,10 @@ class Secrets:
         self.image_url = with_credentials(image_url(lab), "sec", self.image_token)
         self.sums_url = with_credentials(image_url(lab, "SHA256SUMS"), "sec", self.sums_token)
         self.pull_url = with_credentials(image_url(lab), "sec", self.pull_token)
+        # A token alone (https://TOKEN@host/...): before the fix nspawn_image let importd pull it, and the token stood
+        # in the name of importd's hidden cache image and in the journal.
+        self.alone_token = "sec-alone-" + secrets.token_hex(8)
+        self.alone_url = image_url(lab).replace("://", "://%s@" % self.alone_token, 1)
 
     def all(self):
         """name -> secret value."""
@@ -74,6 +78,8 @@ def _plays(secret):
             # would keep the URL in the name of its cache image and log it) ...
             {"name": "Fetch an image from a URL with a token", "nspawn.nixos.nspawn_image": {
                 "name": PULL_NAME, "url": secret.pull_url, "verify": "no"}},
+            {"name": "Fetch an image from a URL with a token alone", "nspawn.nixos.nspawn_image": {
+                "name": PULL_NAME + "-alone", "url": secret.alone_url, "verify": "no"}},
             # ... and method pull with such a URL is refused.
             {"name": "Refuse to pull a URL with a token with importd", "nspawn.nixos.nspawn_image": {
                 "name": PULL_NAME + "-2", "url": secret.pull_url, "method": "pull", "verify": "no"}, "ignore_errors": True},
@@ -84,8 +90,8 @@ def _plays(secret):
 def _cleanup_plays():
     return [
         role_play("remove the sidecar", {"sidecar_name": SIDECAR_NAME, "sidecar_state": "absent", "sidecar_image_url": "http://127.0.0.1/"}),
-        tasks_play("remove the pulled image", [{"name": "Remove the pulled image", "nspawn.nixos.nspawn_image": {
-            "name": PULL_NAME, "state": "absent"}}]),
+        tasks_play("remove the pulled images", [{"name": "Remove the pulled image %s" % name, "nspawn.nixos.nspawn_image": {
+            "name": name, "state": "absent"}} for name in (PULL_NAME, PULL_NAME + "-alone")]),
     ]
 
 
@@ -158,8 +164,9 @@ def test_no_token_in_image_names(lab_host, secret_run):
     secret = secret_run.notes["secret"]
     _assert_ran(secret_run, host)
     assert secret_run.record("Fetch an image from a URL with a token", host)["result"]["actions"][0] == "download"
+    assert secret_run.record("Fetch an image from a URL with a token alone", host)["result"]["actions"][0] == "download"
     refused = secret_run.record("Refuse to pull a URL with a token with importd", host)["result"]
-    assert refused["msg"].startswith("method: pull cannot be used with a password in the URL"), refused
+    assert refused["msg"].startswith("method: pull cannot be used with credentials in the URL"), refused
     text = secret_run.notes["texts"][host]["machinectl list-images --all"]
     assert not secret.found_in(text), "secrets %s in:\n%s" % (secret.found_in(text), secret.where(text))
 
@@ -170,3 +177,53 @@ def test_cleanup_leaves_nothing(lab, lab_host, secret_run):
     host = lab_host.name
     judge_unchanged(Tally(lab), SUITE, "cleanup after secrets", _RUNS["cleanup"], host, ignore=("files//run/systemd/nspawn/locks/",),
                     new_dirs=True, why="apart from new empty directories")
+
+
+EXPORT_DIR = "/var/tmp/sec-export"
+# On the host, as nobody: until the test says stop, try to read every entry of the export's directory, and count the
+# hidden ones (the export while it is written). Prints "read PATH" for each it could read, then "hidden N".
+WATCHER = (
+    "mkdir -p -m 0755 %(dir)s && exec setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '"
+    "hidden=0; i=0; while [ ! -e %(dir)s.done ] && [ $i -lt 30000 ]; do i=$((i+1)); "
+    "for f in %(dir)s/* %(dir)s/.[!.]* %(dir)s/.[!.]*/*; do [ -e \"$f\" ] || continue; "
+    "case \"$f\" in %(dir)s/.*) hidden=$((hidden+1));; esac; "
+    "if [ -f \"$f\" ] && head -c 1 \"$f\" >/dev/null 2>&1; then echo \"read $f\"; fi; done; sleep 0.01; done; "
+    "echo \"hidden $hidden\"'" % {"dir": EXPORT_DIR})
+
+
+def test_export_is_private_while_it_is_written(lab, ansible_runner):
+    """machinectl/importctl create the export file with 0666 minus their umask; before the fix it was chmod'ed to
+    0600 only afterwards, and a local user who opened it early read the image, /etc/shadow included. Now no entry of
+    the export's directory is readable by another user at any moment while it is written."""
+    import threading
+
+    watchers = {}
+
+    def watch(host):
+        host.run(["rm", "-rf", EXPORT_DIR, EXPORT_DIR + ".done"])
+        watchers[host.name] = host.run(["sh", "-c", WATCHER], timeout=900)
+
+    threads = [threading.Thread(target=watch, args=(host,)) for host in lab.hosts]
+    for thread in threads:
+        thread.start()
+    image = {"name": "sec-export", "url": image_url(lab), "checksum": "sha256:" + image_sha256(lab)}
+    try:
+        run = ansible_runner.playbook([tasks_play("export", [
+            {"name": "Import", "nspawn.nixos.nspawn_image": image},
+            {"name": "Export", "nspawn.nixos.nspawn_image": dict(image, export_to=EXPORT_DIR + "/sec.tar.xz")},
+            {"name": "Mode", "ansible.builtin.stat": {"path": EXPORT_DIR + "/sec.tar.xz"}, "register": "exported"},
+        ])])
+    finally:
+        on_hosts(lab, lambda host: host.run(["touch", EXPORT_DIR + ".done"]))
+        for thread in threads:
+            thread.join(120)
+        ansible_runner.playbook([tasks_play("remove", [
+            {"name": "Remove", "nspawn.nixos.nspawn_image": {"name": "sec-export", "state": "absent"}}])])
+        on_hosts(lab, lambda host: host.run(["rm", "-rf", EXPORT_DIR, EXPORT_DIR + ".done"]))
+    assert run.rc == 0, str(run)
+    for host in lab.hosts:
+        lines = watchers[host.name].stdout.splitlines()
+        assert lines and lines[-1].startswith("hidden "), (host.name, watchers[host.name].stdout, watchers[host.name].stderr)
+        assert int(lines[-1].split()[1]) > 0, "the watcher never saw the export being written on %s" % host.name
+        assert [line for line in lines if line.startswith("read ")] == [], (host.name, lines[:5])
+        assert run.result("Mode", host.name)["stat"]["mode"] == "0600"

@@ -32,7 +32,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, ap
 from ansible_collections.nspawn.nixos.plugins.module_utils._records import (
     nixpkgs_record_path, origin_drift, origin_path, pending_path, read_origin, remove_pending, requested_origin,
 )
-from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_text, redact_url, url_password
+from ansible_collections.nspawn.nixos.plugins.module_utils._redact import redact_text, redact_url, url_secret
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
     check_machine_name, check_text, check_timeout, check_url, parse_checksum,
 )
@@ -194,6 +194,9 @@ class ImageBackend(Backend):
 
     def run(self):
         params = self.module.params
+        # First: a failure of any check below returns the module's arguments (invocation) too.
+        for value in (params["url"], params["checksum"]):
+            self._hide_secret(value)
         name = check_machine_name(params["name"])
         check_timeout(params["timeout"])
         url, export_to = params["url"], params["export_to"]
@@ -202,10 +205,6 @@ class ImageBackend(Backend):
         checksum = parse_checksum(params["checksum"])
         if checksum and params["method"] == "pull":  # also when the image is there already: the task is wrong either way
             raise ValidationError("checksum: needs method=download or auto; importd cannot verify a pinned checksum")
-        for value in (url, params["checksum"]):
-            secret = url_password(value or "")
-            if secret:
-                self.module.no_log_values.add(secret)
         if export_to:
             self._check_export_to(export_to, params["state"])
         self.lock(name)
@@ -222,6 +221,13 @@ class ImageBackend(Backend):
             self._absent(mc, name, image)
         else:
             self._present(mc, name, image, origin, url, checksum, export_to)
+
+    def _hide_secret(self, value):
+        """Mark the userinfo of a URL (user:password, or a token alone) no_log, and its password part on its own."""
+        userinfo = url_secret(value)
+        if userinfo:
+            self.module.no_log_values.update(part for part in {userinfo, unquote(userinfo), *userinfo.split(":", 1)[1:]}
+                                             if part)
 
     # -- state=absent --------------------------------------------------------
 
@@ -325,11 +331,12 @@ class ImageBackend(Backend):
         importd = mc.importd_available()
         # importd without libcurl can import and export, but not download.
         importd_downloads = importd and mc.importd_can_download()
-        if url_password(url):
-            # importd would keep the URL, password included, in the name of its hidden cache image
-            # (.tar-<url>) and write it to the journal: such a URL is downloaded by the module.
+        if url_secret(url):
+            # importd would keep the URL, credentials included, in the name of its hidden cache image
+            # (.tar-<url>, systemd's pull_make_path()) and write it to the journal: such a URL is downloaded
+            # by the module. A token alone (https://TOKEN@host/) is as secret as user:password@.
             if method == "pull":
-                raise ValidationError("method: pull cannot be used with a password in the URL (user:password@): "
+                raise ValidationError("method: pull cannot be used with credentials in the URL (user@ or user:password@): "
                                       "systemd-importd keeps the URL in the name of its cache image and logs it; "
                                       "use method=auto or download")
             method = "download"
@@ -575,16 +582,22 @@ class ImageBackend(Backend):
             raise ValidationError(f"export_to: the directory {os.path.dirname(path)} does not exist")
 
     def _export(self, mc, name, path):
-        """Export to a hidden file beside path (same suffix, so importd picks the same compression), then rename."""
+        """Export into a private directory beside path (same file name, so importd picks the same compression),
+        then rename into place. machinectl and importctl open the output file themselves, in the client process,
+        with mode 0666 minus the client's umask, and pass the descriptor to importd (systemd's
+        src/machine/machinectl.c and src/import/importctl.c, export_tar()/export_raw()): the directory is 0700 and
+        the client runs with umask 077, so that no other user can open the file - an image holds /etc/shadow - at
+        any moment, not only after the chmod to 0600."""
         self.actions.append("export")
         directory, base = os.path.split(path)
-        fd, partial = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f"-{base}", dir=directory)
-        os.close(fd)
-        os.unlink(partial)  # the export tool creates the file itself
+        private = tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".d", dir=directory)  # mode 0700
+        partial = os.path.join(private, base)
+        umask = os.umask(0o077)
         try:
             self.runner.run(mc.export_argv(export_kind(path), name, partial), msg=f"Exporting {name} to {path} failed")
             os.chmod(partial, 0o600)
             os.rename(partial, path)
         finally:
-            remove_file(partial)
+            os.umask(umask)
+            shutil.rmtree(private, ignore_errors=True)
         self.result["export_to"] = path

@@ -15,10 +15,12 @@ Private module: not a public API.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import posixpath
 import re
 import stat
+import time
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._backend import Backend
 from ansible_collections.nspawn.nixos.plugins.module_utils._errors import CommandError, ModuleFailure, ValidationError
@@ -37,7 +39,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import (
     lock_arguments, locked_input, parse_lock, registry_pin, satisfies, summary, system_profile,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._plan import Step, apply
-from ansible_collections.nspawn.nixos.plugins.module_utils._records import nixpkgs_record_path
+from ansible_collections.nspawn.nixos.plugins.module_utils._records import nixos_pending_path, nixpkgs_record_path
 from ansible_collections.nspawn.nixos.plugins.module_utils._rootfs import MachineDir, UnsafePath, read_in_root
 from ansible_collections.nspawn.nixos.plugins.module_utils._runner import output_tail
 from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
@@ -99,6 +101,24 @@ def with_root_password(settings, password_hash):
     return settings
 
 
+def check_runs_from_image(name, root, machine):
+    """Refuse to change a machine whose running system is not its image's tree.
+
+    An ephemeral machine (systemd.nspawn(5) [Exec] Ephemeral=, systemd-nspawn --ephemeral) runs from a snapshot of
+    its image, removed when it stops; machined reports that snapshot as the machine's RootDirectory. Files written
+    into the image would not reach the running system, and nixos-rebuild in it would see neither them nor the lock.
+    """
+    running_root = machine.get("RootDirectory")
+    if not running_root or os.path.realpath(running_root) == os.path.realpath(root):
+        return
+    raise ModuleFailure(
+        "machine %s runs from %s, not from its image %s (an ephemeral machine: systemd.nspawn(5) Ephemeral=yes or "
+        "systemd-nspawn --ephemeral): files written into the image would not reach the running system and nixos-rebuild "
+        "in it would not see them; nothing was written. Configure it while it runs from its image: stop it, start it "
+        "without Ephemeral=, apply the configuration, then make it ephemeral again"
+        % (name, running_root, root))
+
+
 class FileChange:
     """One file of /etc/nixos: its text (and stat) before, its text after (None: the file goes)."""
 
@@ -147,7 +167,7 @@ class NixosBackend(Backend):
         mc = Machinectl(self.runner)
         mc.require_tools()
         image = mc.show_image(name)
-        self.result.update(root=None, files=[], backup_files=[], rebuild=None, validation=None, generation=None, system=None,
+        self.result.update(root=None, files=[], backup_files=[], rebuild=None, resumed=False, validation=None, generation=None, system=None,
                            nixpkgs=None, garbage=None)
         if image is None and not present:
             return  # no machine, no configuration
@@ -157,7 +177,8 @@ class NixosBackend(Backend):
             raise ModuleFailure("image %s is of type %s: nixos_config writes into directory images only"
                                 % (name, image.get("Type") or "unknown"))
         root = image["Path"]
-        running = mc.is_running(name)
+        machine = mc.show(name)
+        running = bool(machine) and machine.get("State") != "closing"
         self.result["root"] = root
         with MachineDir(root, NIXOS_DIR, name) as nixos:
             if not nixos.exists and not present:
@@ -172,10 +193,18 @@ class NixosBackend(Backend):
             password = imperative_password and self._password_differs(root, name, secret)
             if changes and image.get("ReadOnly") == "yes":
                 raise ModuleFailure("image %s is read-only; make it writable first (machinectl read-only %s false)" % (name, name))
-            rebuild = params["rebuild"] if changes and params["rebuild"] != "none" else None
+            # A change an earlier run wrote but whose rebuild was cut off (its pending record is still there): the files
+            # are as wanted, the running system is not; rebuild, so that it is.
+            pending = read_json(nixos_pending_path(name))
+            self._pending_before = bool(pending)
+            self.result["resumed"] = bool(pending) and params["rebuild"] != "none"
+            rebuild = params["rebuild"] if (changes or pending) and params["rebuild"] != "none" else None
+            if (changes or password or rebuild) and running:
+                check_runs_from_image(name, root, machine)
             if rebuild and not running:
-                raise ValidationError("rebuild: machine %s is not running, so nixos-rebuild cannot run in it: start it first "
-                                      "(nspawn.nixos.nspawn_machine) or set rebuild: none" % name)
+                raise ValidationError("rebuild: machine %s is not running, so nixos-rebuild cannot run in it%s: start it first "
+                                      "(nspawn.nixos.nspawn_machine) or set rebuild: none"
+                                      % (name, "" if changes else " (an earlier rebuild of the same files was cut off)"))
             if password and not running:
                 raise ValidationError("root_password_hash: machine %s is not running; the password is set with chpasswd inside "
                                       "it: start it first (nspawn.nixos.nspawn_machine)" % name)
@@ -305,6 +334,8 @@ class NixosBackend(Backend):
             else:
                 steps.append(self._step("write", self._write, nixos, change, dir_info))
         if rebuild:
+            if changes:  # recorded before the first byte of the change, removed by _rebuild once it is active or undone
+                steps.insert(0, Step((), functools.partial(self._record_pending, name, changes, rebuild)))
             steps.append(self._step("rebuild", self._rebuild, mc, name, nixos, root, changes, rebuild))
         if password:
             steps.append(self._step("set_root_password", self._set_root_password, mc, name))
@@ -351,6 +382,12 @@ class NixosBackend(Backend):
             mode &= SECRET_FILE_MODE
         nixos.write(change.name, change.after, mode, uid, gid)
 
+    def _record_pending(self, name, changes, action):
+        """The pending record of a change: which files, and the rebuild that activates them."""
+        write_json_atomic(self.module, nixos_pending_path(name), dict(
+            name=name, files=[change.path for change in changes], rebuild=action,
+            dest=self.module.params["dest"], time=int(time.time())))
+
     def _record_lock(self, name, record):
         """Write (or with None remove) the record of what nixpkgs was locked from."""
         if record is None:
@@ -386,6 +423,8 @@ class NixosBackend(Backend):
         ok, evidence = judge_rebuild(action, rc, out, err, self._systems(mc, name, properties) if rc != 0 else None)
         info = dict(action=action, flake=flake, rc=rc, warnings=[], rolled_back=False, stdout=out, stderr=err, **evidence)
         self.result["rebuild"] = info
+        if ok:
+            remove_file(nixos_pending_path(name))
         if ok and rc == 0:
             return
         if ok:
@@ -399,8 +438,14 @@ class NixosBackend(Backend):
         msg = f"nixos-rebuild {action} in machine {name} failed (rc={rc}{reasons}): {output_tail(out, err)}"
         if self.module.params["rollback"]:
             msg += "\n" + self._rollback(mc, name, root, action, flake, link_before, properties, info)
-        self._restore(nixos, changes)
-        msg += "\nThe previous files in %s were put back, so that the next run tries again." % NIXOS_DIR
+        if changes:
+            self._restore(nixos, changes)
+            if not self._pending_before:  # the files are the ones the running system was built from again
+                remove_file(nixos_pending_path(name))
+            msg += "\nThe previous files in %s were put back, so that the next run tries again." % NIXOS_DIR
+        else:  # a rebuild resumed after an earlier one was cut off: nothing of this run to put back
+            msg += "\nThe files in %s were left as they are and the change stays pending, so that the next run tries the " \
+                   "rebuild again." % NIXOS_DIR
         error = CommandError(msg, mc.inside_argv(name, command, properties), rc, out, err)
         error.details["rebuild"] = info
         raise error

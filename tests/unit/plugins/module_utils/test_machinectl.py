@@ -216,9 +216,17 @@ GONE = (1, "", "Could not get path to machine: No machine 'nixos' known\n")
 
 
 def test_wait_gone(clock):
-    module, mc = make([RUNNING, RUNNING, GONE])
+    module, mc = make([RUNNING, RUNNING, GONE, (0, "deactivating\n", ""), (3, "inactive\n", "")])
     mc.wait_gone("nixos", 5)
-    assert clock.now == pytest.approx(0.4)
+    assert clock.now == pytest.approx(0.6)
+    assert module.calls[-1] == ["systemctl", "is-active", "systemd-nspawn@nixos.service"]
+
+
+def test_wait_gone_waits_for_the_unit_within_the_timeout(clock):
+    module, mc = make([GONE] + [(0, "deactivating\n", "")] * 11)
+    with pytest.raises(_machinectl.WaitTimeout) as exc:
+        mc.wait_gone("nixos", 2)
+    assert "systemd-nspawn@nixos.service of machine nixos was still deactivating 2 seconds" in exc.value.msg
 
 
 def test_wait_gone_timeout(clock):

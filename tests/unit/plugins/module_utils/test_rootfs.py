@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -93,6 +94,91 @@ def test_symlinked_and_special_files_are_refused(tmp_path):
         nixos.write("link.nix", "{ }\n", 0o644)
     assert (tmp_path / "host-file").read_text() == "host secret\n"
     assert not os.path.islink(str(nixos_dir / "link.nix"))
+
+
+def _in_thread(function, timeout=10):
+    """function() in a thread: its result or exception, or AssertionError when it is still blocked after timeout."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = function()
+        except BaseException as exc:  # pylint: disable=broad-except
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "blocked for %d s" % timeout
+    return outcome
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    """A FIFO with a writer waiting for a reader: read() neither blocks nor opens it (which would let the writer go on)."""
+    root = tree(tmp_path)
+    fifo = str(root / "etc" / "nixos" / "configuration.nix")
+    os.unlink(fifo)
+    os.mkfifo(fifo)
+    writer_opened = threading.Event()
+
+    def writer():
+        fd = os.open(fifo, os.O_WRONLY)  # blocks until the FIFO has a reader
+        writer_opened.set()
+        os.close(fd)
+
+    writing = threading.Thread(target=writer, daemon=True)
+    writing.start()
+    try:
+        with MachineDir(str(root), "/etc/nixos") as nixos:
+            outcome = _in_thread(lambda: nixos.read("configuration.nix"))
+        assert isinstance(outcome.get("error"), UnsafePath), outcome
+        assert "/etc/nixos/configuration.nix in machine nixos is not a regular file" in outcome["error"].msg
+        assert not writer_opened.wait(0.5), "read() opened the FIFO for reading"
+        outcome = _in_thread(lambda: read_in_root(str(root), "/etc/nixos/configuration.nix"))
+        assert isinstance(outcome.get("error"), UnsafePath) and not writer_opened.wait(0.2), outcome
+    finally:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the writer go
+        writing.join(10)
+        os.close(reader)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device node needs root")
+def test_a_device_node_is_refused_without_being_opened_for_reading(tmp_path, monkeypatch):
+    root = tree(tmp_path)
+    device = root / "etc" / "nixos" / "device.nix"
+    os.mknod(str(device), 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    real_open = os.open
+    opened = []
+
+    def recording_open(path, flags, *args, **kwargs):
+        if os.path.basename(str(path)) == "device.nix":
+            opened.append(flags)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    with MachineDir(str(root), "/etc/nixos") as nixos:
+        with pytest.raises(UnsafePath, match="/etc/nixos/device.nix in machine nixos is not a regular file"):
+            nixos.read("device.nix")
+    assert opened and all(flags & os.O_PATH for flags in opened), "the device was opened with flags %r" % opened
+
+
+def test_a_regular_file_swapped_after_the_check_is_not_read_by_its_new_name(tmp_path, monkeypatch):
+    """The file judged regular is the one read, even when its name points at something else by then."""
+    root = tree(tmp_path)
+    nixos_dir = root / "etc" / "nixos"
+    real_fstat = os.fstat
+
+    def fstat_then_swap(fd):
+        info = real_fstat(fd)
+        if stat.S_ISREG(info.st_mode) and (nixos_dir / "configuration.nix").exists():
+            os.rename(str(nixos_dir / "configuration.nix"), str(nixos_dir / "old.nix"))
+            os.mkfifo(str(nixos_dir / "configuration.nix"))
+        return info
+
+    with MachineDir(str(root), "/etc/nixos") as nixos:
+        monkeypatch.setattr(os, "fstat", fstat_then_swap)
+        outcome = _in_thread(lambda: nixos.read("configuration.nix"))
+    assert outcome.get("result", (None,))[0] == "{ }\n", outcome
 
 
 def test_swapping_the_directory_after_open_changes_nothing_outside(tmp_path):

@@ -220,6 +220,7 @@ def run_module(main, case, tmp_path, check_mode=None, commands=None):
             mock.patch.object(_records, "ORIGIN_DIR", str(origin_dir)), \
             mock.patch.object(_records, "NIXPKGS_RECORD_DIR", str(tmp_path / "nixpkgs-records")), \
             mock.patch.object(_records, "PENDING_DIR", str(tmp_path / "pending")), \
+            mock.patch.object(_records, "NIXOS_PENDING_DIR", str(tmp_path / "nixos-pending")), \
             mock.patch.object(_records, "NSPAWN_DIR", str(nspawn_dir)), \
             mock.patch.object(_lock, "LOCK_DIR", str(tmp_path) + "-locks"), \
             mock.patch.object(_image, "IMAGE_STORE", str(store)), \

@@ -217,3 +217,76 @@ def test_the_registry_is_read_through_its_links_inside_the_tree_only(tmp_path):
     assert not outcome.failed, outcome.result.get("msg")
     assert outcome.result["changed"] is False
     assert outcome.calls[2][-4:] == ["--offline", "--override-input", "nixpkgs", "flake:nixpkgs"]
+
+
+class _Killed(BaseException):
+    """The module's process dies while nixos-rebuild runs (SIGKILL, OOM kill, power loss): nothing after it runs."""
+
+
+def _killing_effect(apply_effect):
+    def effect(what, args):
+        if what == "kill":
+            raise _Killed()
+        apply_effect(what, args)
+    return effect
+
+
+def test_rebuild_cut_off_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    """The pending record is written before the first file; a rebuild cut off leaves it, and the next run, which finds
+    the files as wanted, rebuilds (resumed) instead of reporting nothing to do; the run after that has nothing to do."""
+    import module_harness
+
+    monkeypatch.setattr(module_harness, "apply_effect", _killing_effect(module_harness.apply_effect))
+    [case] = [case for case in CASES if case["id"] == "switch_exit_0"]
+    case = materialize(case, tmp_path)
+    pending = tmp_path / "nixos-pending" / "nixos.json"
+    image, running, parse, switch = case["run_command"]
+    with pytest.raises(_Killed):
+        run_module(nixos_config.main, dict(case, run_command=[image, running, parse, dict(switch, effect="kill")]), tmp_path)
+    record = json.loads(pending.read_text())
+    assert record["files"] == ["/etc/nixos/ansible.nix"] and record["rebuild"] == "switch", record
+    assert (_etc_nixos(tmp_path) / "ansible.nix").read_text() == case["input"]["content"]
+
+    check = run_module(nixos_config.main, dict(case, run_command=[image, running]), tmp_path, check_mode=True)
+    assert (check.result["changed"], check.result["actions"], check.result["resumed"]) == (True, ["rebuild"], True), check.result
+    assert pending.exists()
+
+    resumed = run_module(nixos_config.main, dict(case, run_command=[image, running, switch]), tmp_path)
+    assert not resumed.failed, resumed.result.get("msg")
+    assert (resumed.result["changed"], resumed.result["actions"], resumed.result["resumed"]) == (True, ["rebuild"], True)
+    assert resumed.result["files"] == [] and resumed.result["rebuild"]["rc"] == 0
+    assert not pending.exists()
+
+    again = run_module(nixos_config.main, dict(case, run_command=[image, running]), tmp_path)
+    assert (again.result["changed"], again.result["actions"], again.result["resumed"]) == (False, [], False)
+
+
+def _systems_same():
+    """The YAML's *systems_same: the module reads the active and the profile's system after a failed rebuild."""
+    import yaml
+
+    with open(os.path.join(os.path.dirname(__file__), "test_nixos_config.yaml")) as handle:
+        return yaml.safe_load(handle)[0]["_outputs"]["systems_same"]
+
+
+def test_resumed_rebuild_needs_a_running_machine_and_keeps_its_record_when_it_fails(tmp_path):
+    [case] = [case for case in CASES if case["id"] == "switch_exit_0"]
+    case = materialize(case, tmp_path)
+    image, running, parse, switch = case["run_command"]
+    first = run_module(nixos_config.main, case, tmp_path)
+    assert not first.failed, first.result.get("msg")
+    pending = tmp_path / "nixos-pending" / "nixos.json"
+    assert not pending.exists(), "a rebuild that succeeded left its pending record"
+    pending.parent.mkdir(exist_ok=True)
+    pending.write_text(json.dumps(dict(name="nixos", files=["/etc/nixos/ansible.nix"], rebuild="switch")))
+    stopped = dict(command=["machinectl", "show", "nixos"], rc=1, err="Could not get path to machine: No machine 'nixos' known\n")
+    refused = run_module(nixos_config.main, dict(case, run_command=[image, stopped]), tmp_path)
+    assert refused.failed and "(an earlier rebuild of the same files was cut off)" in refused.result["msg"], refused.result
+    # A resumed rebuild that fails has no files of its own to put back: the record stays for the run after it.
+    failing = dict(switch, rc=1, out="", err="error: builder for '/nix/store/x.drv' failed\n")
+    script = [image, running, failing, _systems_same()]
+    failed = run_module(nixos_config.main, dict(case, input=dict(case["input"], rollback=False), run_command=script), tmp_path)
+    assert failed.failed and failed.result["actions"] == ["rebuild"], failed.result
+    assert "the change stays pending" in failed.result["msg"], failed.result["msg"]
+    assert pending.exists()
+    assert (_etc_nixos(tmp_path) / "ansible.nix").read_text() == case["input"]["content"]

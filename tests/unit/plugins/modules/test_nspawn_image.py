@@ -146,3 +146,40 @@ def test_file_operation_failure_is_reported_with_actions(tmp_path, image_server,
     assert "Traceback" in outcome.result["exception"]
     # The image is there without its record: the pending record stays, so that the next run records it.
     assert json.loads((tmp_path / "pending" / "nixos.json").read_text())["stage"] == "pull"
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["exported", "export_failed"])
+def test_export_file_is_private_from_its_first_byte(tmp_path, image_server, monkeypatch, fails):
+    """machinectl/importctl create the export file themselves (0666 minus their umask): while they run, the file
+    is in a 0700 directory of its own and the umask is 077; the directory is gone afterwards, also on failure."""
+    import module_harness
+
+    seen = {}
+    apply_effect = module_harness.apply_effect
+
+    def look_then_write(effect, args):
+        directory = os.path.dirname(args[-1])
+        seen["umask"] = os.umask(0o077)
+        os.umask(seen["umask"])
+        seen["dir_mode"] = stat.S_IMODE(os.stat(directory).st_mode)
+        seen["dir"] = directory
+        apply_effect(effect, args)
+        seen["file_mode"] = stat.S_IMODE(os.stat(args[-1]).st_mode)
+
+    monkeypatch.setattr(module_harness, "apply_effect", look_then_write)
+    umask = os.umask(0o022)
+    try:
+        case = next(case for case in CASES if case["id"] == "export_tar_gz_252")
+        script = [dict(entry) for entry in case["run_command"]]
+        script[3].update(rc=1 if fails else 0)
+        case = dict(case, run_command=script[:4] if fails else script)
+        dummy, outcome = _run(case, tmp_path, image_server)
+        assert os.umask(0o022) == 0o022, "the module's umask was not restored"
+    finally:
+        os.umask(umask)
+    assert outcome.failed == fails, outcome.result
+    assert seen["umask"] == 0o077 and seen["dir_mode"] == 0o700 and seen["file_mode"] == 0o600, seen
+    assert os.path.dirname(seen["dir"]) == str(tmp_path / "out")
+    assert os.listdir(tmp_path / "out") == ([] if fails else ["nixos.tar.gz"])
+    if not fails:
+        assert stat.S_IMODE(os.stat(tmp_path / "out" / "nixos.tar.gz").st_mode) == 0o600
