@@ -51,10 +51,11 @@ options:
       - Where the image comes from - an V(http://), V(https://) or V(file://) URL of a C(.tar), C(.tar.gz), C(.tar.xz),
         C(.tar.bz2) or C(.tar.zst) archive, or of a C(.raw)/C(.img)/C(.qcow2) disk image (optionally compressed).
       - Required when the image does not exist yet.
-      - A C(user:password@) in the URL is sent as HTTP basic authentication (not forwarded on redirects) and is
-        hidden in the task's output and in the origin record. Such a URL is always downloaded by the module
-        (O(method=pull) is refused), because importd would keep the URL, password included, in the name of its
-        cache image and write it to the journal.
+      - A C(user:password@) or a token alone (C(https://TOKEN@host/...)) in the URL is sent as HTTP basic
+        authentication (not forwarded on redirects) and is hidden in the task's output and in the origin record.
+        Such a URL is always downloaded by the module (O(method=pull) is refused), because importd would keep the
+        URL, credentials included, in the name of its cache image (which every local user can list) and write it
+        to the journal. The filter P(nspawn.nixos.url_secret#filter) applies the same rule in a playbook.
     type: str
   checksum:
     description:
@@ -107,8 +108,9 @@ options:
       - Absolute path of a file to export the image to (C(importctl export-tar)/C(export-raw) on systemd 256 and later,
         C(machinectl export-tar)/C(export-raw) before). The suffix selects format and compression - C(.tar), C(.tar.gz),
         C(.tar.xz), C(.tar.bz2), C(.raw), C(.raw.gz), C(.raw.xz), C(.raw.bz2). C(.tar.gz) is much faster than C(.tar.xz).
-      - Skipped when the file exists, unless O(force=true). Written to a temporary file beside it, renamed when complete,
-        mode C(0600) (it holds the container's C(/etc/shadow)). Stop the machine first for a consistent export.
+      - Skipped when the file exists, unless O(force=true). Written into a private (C(0700)) directory beside it with
+        umask C(077), so that the file is C(0600) from its first byte (it holds the container's C(/etc/shadow)), and
+        renamed when complete. Stop the machine first for a consistent export.
     type: path
   timeout:
     description:
