@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from faults.harness import wait_for
+from faults.harness import provisioned, sidecar_play, wait_for
 from lab.ansible_runner import OUTPUT_DIR
 
 NAME = "conn"
@@ -37,19 +37,13 @@ SPECIAL = "$${}%\\'\"`!*?[]()<>|&;#~= \t\n-:"
 
 
 def provision(state="present"):
-    return {"name": "sidecar %s" % state, "hosts": "sidecar_hosts", "gather_facts": False,
-            "roles": [{"role": "nspawn.nixos.sidecar", "vars": {
-                "sidecar_name": NAME, "sidecar_state": state, "sidecar_image_url": "{{ lab_image_url }}",
-                "sidecar_image_checksum": "{{ lab_image_sha256 }}", "sidecar_nixos_settings": SETTINGS}}]}
+    return sidecar_play(NAME, state, SETTINGS)
 
 
 @pytest.fixture(scope="module")
 def sidecars(lab, ansible_runner):
-    run = ansible_runner.playbook([provision()])
-    assert run.rc == 0, str(run)
-    yield run
-    gone = ansible_runner.playbook([provision("absent")])
-    assert gone.rc == 0, str(gone)
+    with provisioned(ansible_runner, NAME, SETTINGS) as run:
+        yield run
 
 
 def inside(tasks, name="inside"):

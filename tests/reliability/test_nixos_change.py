@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from faults.harness import on_hosts, tasks_play
+from faults.harness import on_hosts, provisioned, tasks_play
 
 NAME = "chg"
 PENDING = "/var/lib/nspawn-nixos/nixos-pending/%s.json" % NAME
@@ -30,13 +30,6 @@ KILLER = (
     "sleep 0.02; done; echo 'no rebuild'; exit 1" % NAME)
 
 
-def provision(state="present"):
-    return {"name": "sidecar %s" % state, "hosts": "sidecar_hosts", "gather_facts": False,
-            "roles": [{"role": "nspawn.nixos.sidecar", "vars": {
-                "sidecar_name": NAME, "sidecar_state": state, "sidecar_image_url": "{{ lab_image_url }}",
-                "sidecar_image_checksum": "{{ lab_image_sha256 }}"}}]}
-
-
 def configure(text, name="configure", **extra):
     task = {"name": name, "nspawn.nixos.nixos_config": {
         "name": NAME, "settings": {"environment": {"etc": {"chg-test": {"text": text}}}}, "timeout": 300}}
@@ -46,11 +39,8 @@ def configure(text, name="configure", **extra):
 
 @pytest.fixture(scope="module")
 def sidecars(lab, ansible_runner):
-    run = ansible_runner.playbook([provision()])
-    assert run.rc == 0, str(run)
-    yield run
-    gone = ansible_runner.playbook([provision("absent")])
-    assert gone.rc == 0, str(gone)
+    with provisioned(ansible_runner, NAME) as run:
+        yield run
     left = on_hosts(lab, lambda host: host.run(["sh", "-c", "ls %s 2>/dev/null; true" % PENDING]).stdout)
     assert not any(left.values()), "the pending record outlived its machine: %s" % left
 

@@ -10,6 +10,7 @@ part. Outcomes are counted in tests/output/reliability-faults.json (Tally).
     assert_unchanged(run.before[host.name], run.after[host.name])
 """
 
+import contextlib
 import json
 import os
 import threading
@@ -73,6 +74,28 @@ def role_play(name, variables):
     """A play of the role nspawn.nixos.sidecar on every lab host, as playbooks/site.yml runs it."""
     return {"name": name, "hosts": "sidecar_hosts", "gather_facts": True, "vars": variables,
             "roles": [{"role": "nspawn.nixos.sidecar"}]}
+
+
+def sidecar_play(name, state="present", settings=None):
+    """A play of the role with the fixture sidecar `name` (NixOS settings optional) on every lab host."""
+    variables = {"sidecar_name": name, "sidecar_state": state, "sidecar_image_url": "{{ lab_image_url }}",
+                 "sidecar_image_checksum": "{{ lab_image_sha256 }}"}
+    if settings:
+        variables["sidecar_nixos_settings"] = settings
+    return {"name": "sidecar %s" % state, "hosts": "sidecar_hosts", "gather_facts": False,
+            "roles": [{"role": "nspawn.nixos.sidecar", "vars": variables}]}
+
+
+@contextlib.contextmanager
+def provisioned(ansible_runner, name, settings=None):
+    """The fixture sidecar `name` on every lab host for the duration; removed (sidecar_state=absent) at the end."""
+    run = ansible_runner.playbook([sidecar_play(name, settings=settings)])
+    assert run.rc == 0, str(run)
+    try:
+        yield run
+    finally:
+        gone = ansible_runner.playbook([sidecar_play(name, "absent")])
+        assert gone.rc == 0, str(gone)
 
 
 def explain(result, host=None):
