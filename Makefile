@@ -121,8 +121,15 @@ sanity: deps
 units: venv collection-link
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-lint: venv collection-link docs-lint docs changelog-lint workflow-lint ee-check
+lint: venv collection-link docs-lint docs changelog-lint workflow-lint ee-check py-lint
 	$(BIN)/ansible-lint --offline -q
+
+# ruff (pyflakes, pycodestyle; ruff.toml) over all Python, and mypy (mypy.ini) over the plugins, imported as the
+# collection's packages through the tests/output/collections link.
+py-lint: venv collection-link
+	$(BIN)/ruff check --no-cache .
+	cd tests/output/collections && $(BIN)/mypy --config-file $(CURDIR)/mypy.ini --cache-dir /dev/null \
+	  -p ansible_collections.nspawn.nixos.plugins
 
 # The GitHub Actions workflow (.github/workflows/), checked with actionlint (it is not run here).
 workflow-lint: venv

@@ -147,7 +147,7 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl import Machinectl
 
 display = Display()
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
-from ansible_collections.nspawn.nixos.plugins.module_utils._nix import NixValueError, render_module
-from ansible_collections.nspawn.nixos.plugins.module_utils._nixpkgs import check_reference
-from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import NspawnSettingsError, check_setting, to_values
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import (
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import ValidationError
+from ansible_collections.nspawn.nixos.plugins.module_utils._nix._render import NixValueError, render_module
+from ansible_collections.nspawn.nixos.plugins.module_utils._nix._nixpkgs import check_reference
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._nspawn_ini import NspawnSettingsError, check_setting, to_values
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._validate import (
     check_machine_name, check_password_hash, check_text, check_timeout, check_url, parse_checksum,
 )
 

@@ -22,11 +22,11 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._files import parse_os_release
-from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import parse_systemd_version
-from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import desired_values, edit
-from ansible_collections.nspawn.nixos.plugins.module_utils._records import origin_drift, requested_origin
-from ansible_collections.nspawn.nixos.plugins.module_utils._validate import parse_checksum
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._os_release import parse_os_release
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl import parse_systemd_version
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._nspawn_ini import desired_values, edit
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._records import origin_drift, requested_origin
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._validate import parse_checksum
 
 _SECTION_RE = re.compile(r"^@@nspawn-nixos ([a-z0-9-]+)@@$")
 

@@ -6,12 +6,12 @@
 """nspawn.nixos.url_secret: whether image URLs or checksums hold a secret, by the modules' own rule.
 
 The role decides its no_log with this filter, and nspawn_image decides what it hides and whether importd may pull a
-URL with module_utils._redact.url_secret(): one notion of "this URL holds a secret" for the whole collection.
+URL with module_utils._core._redact.url_secret(): one notion of "this URL holds a secret" for the whole collection.
 """
 
 from __future__ import annotations
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._redact import url_secret as _userinfo
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._redact import url_secret as _userinfo
 
 
 def _values(value):

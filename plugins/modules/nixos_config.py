@@ -422,8 +422,8 @@ generation:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
-from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.nixos_config import NixosBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._backend import machine_argument_spec
+from ansible_collections.nspawn.nixos.plugins.module_utils._backends.nixos_config import NixosBackend
 
 
 def main():

@@ -219,8 +219,8 @@ export_to:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
-from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.image import ImageBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._backend import machine_argument_spec
+from ansible_collections.nspawn.nixos.plugins.module_utils._backends.image import ImageBackend
 
 
 def main():

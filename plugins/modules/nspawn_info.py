@@ -182,7 +182,7 @@ images:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.info import InfoBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils._backends.info import InfoBackend
 
 
 def main():

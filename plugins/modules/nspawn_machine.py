@@ -154,8 +154,8 @@ nixos:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
-from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.machine import MachineBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._backend import machine_argument_spec
+from ansible_collections.nspawn.nixos.plugins.module_utils._backends.machine import MachineBackend
 
 
 def main():

@@ -151,8 +151,8 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._backend import machine_argument_spec
-from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.settings import SettingsBackend
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._backend import machine_argument_spec
+from ansible_collections.nspawn.nixos.plugins.module_utils._backends.settings import SettingsBackend
 
 
 def main():

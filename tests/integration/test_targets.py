@@ -327,7 +327,7 @@ def test_nspawn_settings_keys_are_those_of_the_hosts_systemd_nspawn(lab_host):
     key missing there would be refused although valid, an extra one accepted and ignored.
     """
     sys.path.insert(0, str(collections_path()))
-    from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import KEYS  # pylint: disable=import-outside-toplevel
+    from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._nspawn_ini import KEYS  # pylint: disable=import-outside-toplevel
 
     done = lab_host.run(["python3", "-c", NSPAWN_KEYS_SCRIPT], check=True)
     in_binary = set(json.loads(done.stdout))

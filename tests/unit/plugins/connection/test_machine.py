@@ -30,7 +30,7 @@ if AnsibleCollectionConfig.collection_finder is None:
     init_plugin_loader([os.path.join(os.path.dirname(__file__), "..", "..", "..", "output", "collections")])
 
 from ansible_collections.nspawn.nixos.plugins.connection import machine as machine_plugin  # noqa: E402 (after the loader)
-from ansible_collections.nspawn.nixos.plugins.module_utils._machinectl import Machinectl  # noqa: E402 (after the loader)
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl import Machinectl  # noqa: E402 (after the loader)
 
 
 # A model of what the machine's service manager does to the arguments of ExecStart= (systemd's replace_env(),

@@ -191,7 +191,7 @@ def test_unknown_variables_are_a_programming_error():
 
 def test_the_roles_paths_are_the_modules():
     """Paths the role uses beside the modules (check-mode stand-ins, settings) are the modules' own."""
-    from ansible_collections.nspawn.nixos.plugins.module_utils import _records
+    from ansible_collections.nspawn.nixos.plugins.module_utils._systemd import _records
     with open(os.path.join(ROLE, "vars", "main.yml")) as handle:
         private = yaml.safe_load(handle)
     assert private["_sidecar_origin_dir"] == _records.ORIGIN_DIR

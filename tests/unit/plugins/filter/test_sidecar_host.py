@@ -24,8 +24,8 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.nspawn.nixos.plugins.filter.sidecar_host import sidecar_current, sidecar_host
-from ansible_collections.nspawn.nixos.plugins.module_utils import _records
-from ansible_collections.nspawn.nixos.plugins.module_utils._nspawn_ini import desired_values, edit
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd import _records
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._nspawn_ini import desired_values, edit
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 ROLE_VARS = yaml.safe_load(open(os.path.join(ROOT, "roles", "sidecar", "vars", "main.yml")))

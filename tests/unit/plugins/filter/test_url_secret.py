@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.nspawn.nixos.plugins.filter.url_secret import url_secret
-from ansible_collections.nspawn.nixos.plugins.module_utils import _redact
-
+from ansible_collections.nspawn.nixos.plugins.module_utils._core import _redact
 SECRET = [
     "https://TOKEN@images.example.org/nixos.tar.xz",
     "https://user:pass@images.example.org/nixos.tar.xz",

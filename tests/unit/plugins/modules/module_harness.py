@@ -49,8 +49,9 @@ except ImportError:  # ansible-core 2.16 - 2.18: AnsibleModule reads basic._ANSI
             yield
 
 from fake_clock import FakeClock
-from ansible_collections.nspawn.nixos.plugins.module_utils import _lock, _machinectl, _records
-from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends import image as _image
+from ansible_collections.nspawn.nixos.plugins.module_utils._systemd import _machinectl, _records
+from ansible_collections.nspawn.nixos.plugins.module_utils._core import _lock
+from ansible_collections.nspawn.nixos.plugins.module_utils._backends import image as _image
 
 HERE = os.path.dirname(__file__)
 

@@ -106,7 +106,7 @@ def test_check_mode_predicts_changed(case, tmp_path, image_server):
 
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit])
 def test_interrupted_download_leaves_no_partial_file(tmp_path, image_server, monkeypatch, interruption):
-    from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends import image as _image
+    from ansible_collections.nspawn.nixos.plugins.module_utils._backends import image as _image
 
     def broken_download(url, handle, timeout):
         handle.write(b"partial data")
@@ -124,7 +124,7 @@ def test_interrupted_download_leaves_no_partial_file(tmp_path, image_server, mon
 
 
 def test_file_operation_failure_is_reported_with_actions(tmp_path, image_server, monkeypatch):
-    from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends import image as _image
+    from ansible_collections.nspawn.nixos.plugins.module_utils._backends import image as _image
 
     write_json_atomic = _image.write_json_atomic
 

@@ -103,8 +103,8 @@ def test_a_failed_move_leaves_the_old_file_and_no_temporary_file(tmp_path, monke
 
 
 def test_desired_values_needs_a_dict():
-    from ansible_collections.nspawn.nixos.plugins.module_utils.module_backends.settings import desired_values
-    from ansible_collections.nspawn.nixos.plugins.module_utils._errors import ValidationError
+    from ansible_collections.nspawn.nixos.plugins.module_utils._backends.settings import desired_values
+    from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import ValidationError
 
     with pytest.raises(ValidationError, match="settings: must be a dict of sections"):
         desired_values(["Exec"], 252)
