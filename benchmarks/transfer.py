@@ -158,7 +158,7 @@ def main():
     args = parser.parse_args()
     benchlib.OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="xfer-data-", dir=str(benchlib.OUTPUT_DIR)))
-    source, back, sftp_back = work / "big.bin", work / "back.bin", work / "sftp-back.bin"
+    source, back = work / "big.bin", work / "back.bin"
     print("writing %d MiB of random bytes..." % args.mib)
     digest = random_file(source, args.mib)
     rows = []
