@@ -16,7 +16,6 @@ module run each, which neither bare leg has: compare the connection with ssh, an
 
 import argparse
 import hashlib
-import json
 import os
 import resource
 import subprocess
@@ -84,22 +83,11 @@ def transfer_tasks(source, back):
 
 
 def playbook_run(runner, plays, limit, target):
-    """Run plays under a Python that reports its descendants' peak RSS; ({task: seconds} on target, peak MiB)."""
-    work = Path(tempfile.mkdtemp(prefix="xfer-", dir=str(benchlib.OUTPUT_DIR)))
-    playbook = work / "playbook.json"
-    playbook.write_text(json.dumps(plays))
-    json_path = work / "results.json"
-    script = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)")
-    argv = [sys.executable, "-c", script, str(runner.bin_dir / "ansible-playbook"), str(playbook), "--limit", limit]
-    done = subprocess.run(argv, capture_output=True, text=True, env=runner.env(json_path), cwd=str(work), timeout=3600, check=False)
-    if done.returncode != 0:
-        raise BenchError("the transfer playbook failed:\n%s%s" % (done.stdout[-4000:], done.stderr[-2000:]))
-    tasks = json.loads(json_path.read_text())["tasks"]
-    seconds = {task["task"]: task["seconds"] for task in tasks if task["host"] == target}
-    peak = int(done.stdout.strip().splitlines()[-1]) // 1024
-    subprocess.run(["rm", "-rf", str(work)], check=False)
-    return seconds, peak
+    """Run plays with the controller's peak RSS measured; ({task: seconds} on target, peak MiB)."""
+    result = runner.playbook(plays, limit=limit, timeout=3600, peak_rss=True)
+    if result.rc != 0:
+        raise BenchError("the transfer playbook failed:\n%s" % result)
+    return {task["task"]: task["seconds"] for task in result.tasks if task["host"] == target}, result.peak_rss_mib
 
 
 def connection_run(runner, host, source, back):
@@ -184,6 +172,7 @@ def main():
                     for leg, f in legs.items())))
     finally:
         subprocess.run(["rm", "-rf", str(work)], check=False)
+
     def total(leg):
         return median([row[leg][0] + row[leg][1] for row in rows])
 

@@ -83,6 +83,12 @@ def collections_path():
     return root
 
 
+# Runs argv[2:], then writes the peak RSS of its process tree (KiB) to argv[1] and exits with its status.
+_PEAK_RSS_SCRIPT = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[2:]); "
+                    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+                    "sys.exit(done.returncode)")
+
+
 @dataclass
 class PlaybookResult:
     """Outcome of one ansible-playbook run."""
@@ -94,6 +100,7 @@ class PlaybookResult:
     seconds: float
     tasks: list = field(default_factory=list)   # lab_json records: play, task, action, host, status, ignored, result
     stats: dict = field(default_factory=dict)   # host -> ok/changed/failures/unreachable/skipped/rescued/ignored
+    peak_rss_mib: int = None                    # with playbook(peak_rss=True): the largest RSS of ansible-playbook and its children
 
     def results(self, task=None, host=None):
         """Records of tasks whose name ends with `task` (role prefix optional), on `host`."""
@@ -149,8 +156,9 @@ class AnsibleRunner:
         env.update(self.extra_env)
         return env
 
-    def playbook(self, playbook, limit=None, extra_vars=None, check=False, diff=False, verbosity=0, timeout=1800):
-        """Run a playbook (a path, or plays as a list of dicts) and return a PlaybookResult."""
+    def playbook(self, playbook, limit=None, extra_vars=None, check=False, diff=False, verbosity=0, timeout=1800, peak_rss=False):
+        """Run a playbook (a path, or plays as a list of dicts) and return a PlaybookResult; with peak_rss, under a
+        Python that measures the peak RSS of ansible-playbook and its children (getrusage RUSAGE_CHILDREN)."""
         work = Path(tempfile.mkdtemp(prefix="ansible-", dir=_ensure(OUTPUT_DIR / "tmp")))
         try:
             if not isinstance(playbook, (str, Path)):
@@ -169,12 +177,17 @@ class AnsibleRunner:
                 argv.append("--diff")
             if verbosity:
                 argv.append("-" + "v" * verbosity)
+            if peak_rss:
+                argv = [sys.executable, "-c", _PEAK_RSS_SCRIPT, str(work / "peak-rss")] + argv
             started = time.monotonic()
             # cwd: a directory without ansible.cfg, so that only this environment counts.
             process = subprocess.run(argv, capture_output=True, text=True, env=self.env(json_path), cwd=work, timeout=timeout, check=False)
             data = json.loads(json_path.read_text()) if json_path.exists() else {}
-            return PlaybookResult(argv, process.returncode, process.stdout, process.stderr, round(time.monotonic() - started, 2),
-                                  data.get("tasks", []), data.get("stats", {}))
+            result = PlaybookResult(argv, process.returncode, process.stdout, process.stderr, round(time.monotonic() - started, 2),
+                                    data.get("tasks", []), data.get("stats", {}))
+            if peak_rss and (work / "peak-rss").exists():
+                result.peak_rss_mib = int((work / "peak-rss").read_text()) // 1024
+            return result
         finally:
             subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
 

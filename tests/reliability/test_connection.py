@@ -16,7 +16,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 
@@ -136,19 +135,6 @@ def test_commands_arrive_byte_for_byte(lab, ansible_runner, sidecars, tmp_path):
           % (len(texts), len(lab.hosts), seed))
 
 
-def peak_playbook(ansible_runner, plays, workdir, limit):
-    """Run plays with ansible-playbook under a Python that reports the peak RSS of its descendants (MiB)."""
-    playbook = workdir / "playbook.json"
-    playbook.write_text(json.dumps(plays))
-    script = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)")
-    argv = [sys.executable, "-c", script, str(ansible_runner.bin_dir / "ansible-playbook"), str(playbook), "--limit", limit]
-    done = subprocess.run(argv, capture_output=True, text=True, env=ansible_runner.env(), cwd=str(workdir), timeout=1800,
-                          check=False)
-    lines = done.stdout.strip().splitlines()
-    return done.returncode, int(lines[-1]) // 1024 if lines and lines[-1].isdigit() else None, done
-
-
 def test_files_travel_in_constant_memory(lab, ansible_runner, sidecars, tmp_path):
     host = lab.hosts[0]
     sidecar = "%s-%s" % (host.name, NAME)
@@ -167,8 +153,9 @@ def test_files_travel_in_constant_memory(lab, ansible_runner, sidecars, tmp_path
         {"name": "remove", "ansible.builtin.file": {"path": "/root/big.bin", "state": "absent"}},
     ])
     try:
-        rc, peak, done = peak_playbook(ansible_runner, plays, workdir, limit=host.name + "," + sidecar)
-        assert rc == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        run = ansible_runner.playbook(plays, limit=host.name + "," + sidecar, peak_rss=True)
+        assert run.rc == 0, str(run)
+        peak = run.peak_rss_mib
         back = hashlib.sha256()
         with open(workdir / "back.bin", "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""module_utils is one folder a layer, and imports run one way: _backends -> _nix -> _systemd -> _core.
+"""module_utils is one folder a layer, and imports run one way: _backends -> _image -> _nix -> _systemd -> _core.
 
 Prints the import graph by folder (pytest -s), so that a change of the layering shows in the output too.
 """
@@ -16,7 +16,7 @@ import os
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 MODULE_UTILS = os.path.join(ROOT, "plugins", "module_utils")
 PREFIX = "ansible_collections.nspawn.nixos.plugins.module_utils."
-LAYERS = ["_core", "_systemd", "_nix", "_backends"]  # each may import the ones before it, and itself
+LAYERS = ["_core", "_systemd", "_nix", "_image", "_backends"]  # each may import the ones before it, and itself
 
 
 def _imports(path):

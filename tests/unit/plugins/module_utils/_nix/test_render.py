@@ -34,7 +34,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._nix._imports import 
 
 NIX = shutil.which("nix-instantiate")
 needs_nix = pytest.mark.skipif(NIX is None, reason="nix-instantiate is not installed (Debian/Ubuntu package nix-bin)")
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", ".."))
 COUNT_FILE = os.path.join(ROOT, "tests", "output", "nix-roundtrip-count.txt")
 RANDOM = os.environ.get("NSPAWN_NIXOS_RANDOM_TESTS") == "1"
 PROPERTY = settings(deadline=None, derandomize=not RANDOM, database=None if not RANDOM else settings.default.database,

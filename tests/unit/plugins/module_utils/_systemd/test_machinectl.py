@@ -14,7 +14,7 @@ from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl 
     Machinectl, parse_image_list, parse_machine_list, parse_properties, parse_systemd_version, parse_transfer_list,
 )
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._runner import Runner
-from ansible_collections.nspawn.nixos.plugins.module_utils._backends.image import export_kind, image_kind
+from ansible_collections.nspawn.nixos.plugins.module_utils._image._download import export_kind, image_kind
 
 
 class FakeModule(object):

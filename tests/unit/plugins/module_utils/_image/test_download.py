@@ -15,8 +15,9 @@ import signal
 import pytest
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import Interrupted
-from ansible_collections.nspawn.nixos.plugins.module_utils._backends.image import (
-    DownloadError, download, expected_from_sums, fetch_text, interruptible, url_basename,
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._signals import interruptible
+from ansible_collections.nspawn.nixos.plugins.module_utils._image._download import (
+    DownloadError, download, expected_from_sums, fetch_text, url_basename,
 )
 
 HEX_A = "a" * 64
