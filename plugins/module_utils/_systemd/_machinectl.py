@@ -403,6 +403,17 @@ class Machinectl:
         return self.runner.run(self.inside_argv(name, argv, properties), check=check, msg=msg, data=data)
 
 
+def importd_cache_escape(url):
+    """The URL as systemd-importd spells it in the name of its hidden cache image (.tar-URL, .raw-URL).
+
+    systemd's pull_make_path() (src/import/pull-common.c) escapes the URL with xescape(url, FILENAME_ESCAPE): a
+    backslash, / . # " and ', and every byte below 0x20 or from 0x7f on, become \\xNN (lower-case hex); the cleanup
+    of sidecar_state=absent finds the copy by it.
+    """
+    return "".join("\\x%02x" % byte if byte < 0x20 or byte >= 0x7f or chr(byte) in "\\/.#\"'" else chr(byte)
+                   for byte in url.encode("utf-8", "surrogateescape"))
+
+
 def unit_argv(argv):
     """argv as the ExecStart= of a transient unit, so that the program receives it byte for byte.
 

@@ -54,3 +54,33 @@ def test_the_filter_the_module_and_redaction_agree(scheme, userinfo, with_at, pa
         assert redacted == "%s://********@example.org/%s.tar" % (scheme, path), (url, redacted)
     elif not with_at:
         assert redacted == url
+
+
+def _old_jinja_escape(url):
+    """What absent.yml spelled with six replace filters before importd_cache_escape (ASCII URLs)."""
+    for char, code in (("\\", "x5c"), ("/", "x2f"), (".", "x2e"), ("#", "x23"), ('"', "x22"), ("'", "x27")):
+        url = url.replace(char, "\\" + code)
+    return url
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40))
+def test_importd_cache_escape_spells_printable_urls_as_before(url):
+    from ansible_collections.nspawn.nixos.plugins.filter.url_secret import FilterModule
+
+    assert FilterModule().filters()["importd_cache_escape"](url) == _old_jinja_escape(url)
+
+
+def test_importd_cache_escape_escapes_bytes_outside_printable_ascii():
+    from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl import importd_cache_escape
+
+    assert importd_cache_escape("https://h/\u00e9\t") == "https:\\x2f\\x2fh\\x2f\\xc3\\xa9\\x09"
+
+
+def test_redact_url_filter_is_the_modules_redaction():
+    from ansible_collections.nspawn.nixos.plugins.filter.url_secret import FilterModule
+
+    redact = FilterModule().filters()["redact_url"]
+    assert redact("https://TOKEN@example.org/a.tar") == "https://********@example.org/a.tar"
+    assert redact("https://u:p@example.org/a.tar") == "https://********@example.org/a.tar"
+    assert redact("https://example.org/a.tar") == "https://example.org/a.tar"
