@@ -195,6 +195,7 @@ class Connection(ConnectionBase):
         self._ssh_var_options = None
         self._inside_become = None
         self._checked = False
+        self._connected = False
 
     # -- the SSH part -------------------------------------------------------------
 

@@ -40,7 +40,8 @@ OS_FAMILIES = (
 
 def _sections(text):
     """{name: [lines]} of the probe's output; lines before the first section (a login banner) are not the probe's."""
-    sections, current = {}, None
+    sections: dict = {}
+    current = None
     for line in (text or "").splitlines():
         line = line.rstrip("\r")  # raw runs in a pseudo-terminal: CRLF line ends
         match = _SECTION_RE.match(line)

@@ -368,8 +368,9 @@ class ImageBackend(Backend):
             self.report("record_origin")
         write_json_atomic(self.module, origin_path(name), origin)
         self.result.update(origin=origin, sha256=origin["sha256"])
-        if "diff" in self.result:
-            self.result["diff"]["after"]["sha256"] = origin["sha256"]
+        diff = self.result.get("diff")
+        if isinstance(diff, dict):
+            diff["after"]["sha256"] = origin["sha256"]
 
     def _pull(self, mc, name, url, verify):
         """importd's pull. importd does the work in its own service, so on failure the reason (a damaged

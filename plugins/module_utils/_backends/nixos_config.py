@@ -125,6 +125,9 @@ class FileChange:
     def __init__(self, name, before, info, after, secret=False):
         self.name, self.before, self.info, self.after, self.secret = name, before, info, after, secret
         self.path = "%s/%s" % (NIXOS_DIR, name)
+        # flake.lock only: the record of what nixpkgs was locked from, before and after (_plan_lock).
+        self.record_before: dict | None = None
+        self.record: dict | None = None
 
     @property
     def changed(self):

@@ -37,7 +37,7 @@ class Backend:
     def __init__(self, module):
         self.module = module
         self.runner = Runner(module)
-        self.actions = []
+        self.actions: list = []
         self.result = dict(changed=False, actions=self.actions)
         self.held_lock = None
 

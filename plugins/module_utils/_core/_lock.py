@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import time
+from typing import Any
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import ModuleFailure
 
@@ -45,7 +46,7 @@ class MachineLock:
         self.module_name = module_name
         self.exclusive = exclusive
         self.path = os.path.join(LOCK_DIR, f"{name}.lock")
-        self.fd = None
+        self.fd: Any = None  # the lock file's descriptor while it is held
         self.waited = 0.0
 
     def acquire(self, timeout):

@@ -57,7 +57,7 @@ class _Scanner:
         raise NixEditError("line %d: %s" % (line, problem))
 
     def tokens(self):
-        tokens = []
+        tokens: list = []
         self.code(0, tokens, nested=False)
         return tokens
 
@@ -294,7 +294,7 @@ def _indent_at(text, pos):
 
 def _leading_blanks(text, pos):
     start = text.rfind("\n", 0, pos) + 1
-    return re.match(r"[ \t]*", text[start:]).group(0)
+    return re.match(r"[ \t]*", text[start:]).group(0)  # type: ignore[union-attr]  # matches the empty string too
 
 
 def _newline(text, pos):
@@ -374,7 +374,7 @@ def _cut(text, start, end):
     before = len(text[line_start:start]) - len(text[line_start:start].rstrip(" \t"))
     if before:
         return text[:start - before] + text[end:]
-    after = re.match(r"[ \t]*", text[end:]).group(0)
+    after = re.match(r"[ \t]*", text[end:]).group(0)  # type: ignore[union-attr]  # matches the empty string too
     return text[:start] + text[end + len(after):]
 
 

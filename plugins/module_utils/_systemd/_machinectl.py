@@ -354,7 +354,7 @@ class Machinectl:
         their temporary copies). Returns the ids cancelled."""
         tool = "importctl" if self.uses_importctl else "machinectl"
         deadline = _monotonic() + timeout
-        cancelled = []
+        cancelled: list = []
         while True:
             transfers = [transfer for transfer in self.list_transfers() if transfer["local"] == name]
             if not transfers:

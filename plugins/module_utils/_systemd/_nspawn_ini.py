@@ -79,7 +79,7 @@ _REPLACED = {("Files", "PrivateUsersChown"): "PrivateUsersOwnership"}
 
 
 def _load_table(table):
-    keys = dict((section, {}) for section in SECTIONS)
+    keys: dict = dict((section, {}) for section in SECTIONS)
     for row in table.split("\n"):
         if row.strip():
             section, since, names = row.split(None, 2)
@@ -132,7 +132,7 @@ def _parse(text):
     entries, section, pending = [], None, None
     pos = 0
     while pos < len(text):
-        raw = _LINE_RE.match(text, pos).group(0)
+        raw = _LINE_RE.match(text, pos).group(0)  # type: ignore[union-attr]  # the pattern matches anywhere
         pos += len(raw)
         body = raw.rstrip("\r\n")
         if body.lstrip(BLANKS)[:1] in ("#", ";"):
@@ -362,7 +362,7 @@ class NspawnFile:
 
     def to_dict(self):
         """{section: {key: [values]}} of every assignment inside a section."""
-        result = {}
+        result: dict = {}
         for entry in self.entries:
             if entry.kind == "assignment" and entry.section is not None:
                 result.setdefault(entry.section, {}).setdefault(entry.key, []).append(entry.value)
@@ -446,7 +446,8 @@ class NspawnFile:
                 if entry.kind != "assignment" or entry.key in keep.get(entry.section, ())]
         if len(kept) == len(self.entries):
             return False
-        self.entries, block = [], []
+        block: list = []
+        self.entries = []
         for entry in kept + [None]:
             if entry is None or entry.kind == "section":
                 if not block or block[0].kind != "section" or any(e.kind not in ("section", "blank") for e in block):
@@ -473,7 +474,7 @@ def desired_values(settings, systemd_version):
     """
     if not isinstance(settings, dict):
         raise NspawnSettingsError(f"settings: must be a dict of sections ({', '.join(SECTIONS)})")
-    desired = {}
+    desired: dict = {}
     for section, keys in settings.items():
         if section not in SECTIONS:
             raise NspawnSettingsError("settings.%s: [%s] is not a section of .nspawn files; systemd.nspawn(5) has %s"

@@ -26,6 +26,7 @@ import os
 import stat
 import time
 import uuid
+from typing import Any
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import ModuleFailure
 
@@ -54,7 +55,7 @@ class MachineDir:
         self.path = f"/{path.strip('/')}"
         self.machine = machine or os.path.basename(root.rstrip("/"))
         self.host_path = os.path.join(root, path.strip("/"))
-        self.fd = None
+        self.fd: Any = None  # the opened directory's descriptor, None when it is not open
 
     def __enter__(self):
         self.open()
@@ -76,7 +77,7 @@ class MachineDir:
 
     def open(self):
         """Open the directory; False when a component does not exist. Refuses symlinks and non-directories."""
-        fd = os.open(self.root, _DIR_FLAGS)
+        fd: Any = os.open(self.root, _DIR_FLAGS)  # None once it is self.fd
         walked = ""
         try:
             for part in [part for part in self.path.split("/") if part]:
@@ -176,7 +177,7 @@ class MachineDir:
 
     def write(self, name, text, mode, uid=None, gid=None):
         """Replace name by a file holding text, atomically (temporary file, fsync, rename)."""
-        tmp = f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+        tmp: Any = f".{name}.{uuid.uuid4().hex[:12]}.tmp"  # None once renamed
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | _NOFOLLOW, 0o600, dir_fd=self.fd)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -228,7 +229,7 @@ def read_in_root(root, path, machine=None, limit=MAX_READ_BYTES):
     after the check is refused rather than followed. None also for a symlink loop.
     """
     pending = [part for part in path.split("/") if part]
-    resolved = []
+    resolved: list = []
     links = 0
     while pending:
         part = pending.pop(0)
