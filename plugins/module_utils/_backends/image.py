@@ -110,7 +110,7 @@ class ImageBackend(Backend):
         if os.path.lexists(origin_path(name)) or os.path.lexists(nixpkgs_record_path(name)):
             plan.append("remove_origin")
         self.result.update(changed=bool(plan) or "recover" in self.actions, image=None, origin=None, drift={})
-        self.set_diff(dict(state="absent" if image is None else "present"), dict(state="absent"))
+        self.diff.state(dict(state="absent" if image is None else "present"), dict(state="absent"))
         apply(self, [Step(step, functools.partial(self._remove, mc, name) if step == "remove" else
                           functools.partial(self._remove_records, name)) for step in plan])
 
@@ -175,7 +175,7 @@ class ImageBackend(Backend):
         after = dict(state="present", url=requested["url"], sha256=requested["sha256"]) if how or "adopt" in plan else dict(before)
         if export_to:
             before["exported"], after["exported"] = exported, True
-        self.set_diff(before, after)
+        self.diff.state(before, after)
         self.result.update(changed=bool(plan) or "recover" in self.actions, drift=drift, origin=origin,
                            sha256=(origin or {}).get("sha256"))
 
@@ -368,9 +368,7 @@ class ImageBackend(Backend):
             self.report("record_origin")
         write_json_atomic(self.module, origin_path(name), origin)
         self.result.update(origin=origin, sha256=origin["sha256"])
-        diff = self.result.get("diff")
-        if isinstance(diff, dict):
-            diff["after"]["sha256"] = origin["sha256"]
+        self.diff.update_after(sha256=origin["sha256"])
 
     def _pull(self, mc, name, url, verify):
         """importd's pull. importd does the work in its own service, so on failure the reason (a damaged

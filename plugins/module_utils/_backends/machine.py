@@ -62,7 +62,7 @@ class MachineBackend(Backend):
         else:
             after_state = before["state"] if before["state"] == "absent" else "stopped"
         self.result.update(changed=bool(plan), name=name)
-        self.set_diff(before, dict(state=after_state, enabled=after_enabled))
+        self.diff.state(before, dict(state=after_state, enabled=after_enabled))
 
         steps = [Step(step, functools.partial(self._do, mc, step, name, info, timeout)) for step in plan]
         if apply(self, steps):

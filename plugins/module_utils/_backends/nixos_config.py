@@ -24,7 +24,7 @@ import time
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._backend import Backend
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import CommandError, ModuleFailure, ValidationError
-from ansible_collections.nspawn.nixos.plugins.module_utils._core._files import read_json, remove_file, text_diff, write_json_atomic
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._files import read_json, remove_file, write_json_atomic
 from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl import TREE_TYPES, Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._nix._render import (
     NixEditError, NixValueError, nix_error, parse_check_argv, render_module,
@@ -136,6 +136,8 @@ class FileChange:
 
 class NixosBackend(Backend):
     """nixos_config: a NixOS module file in the machine's /etc/nixos, its import, the root password, the rebuild."""
+
+    DIFF_LIST = True  # one entry per file, and one for the root password
 
     def run(self):
         try:
@@ -349,18 +351,14 @@ class NixosBackend(Backend):
             files=[change.path for change in changes],
             backup_files=[nixos.inside(backup) for backup in backups],
         )
-        if not self.module._diff:
-            return
-        diffs = []
+        self.diff.plan()
         for change in changes:
             before, after = change.before or "", change.after or ""
             if secret:
                 before, after = before.replace(secret, MASK), after.replace(secret, MASK)
-            diffs.append(text_diff(os.path.join(nixos.host_path, change.name), before, after))
+            self.diff.text(os.path.join(nixos.host_path, change.name), before, after)
         if password:
-            header = "root password of machine %s" % self.module.params["name"]
-            diffs.append(dict(before_header=header, after_header=header, before="(another hash)\n", after="(the given hash)\n"))
-        self.result["diff"] = diffs
+            self.diff.text("root password of machine %s" % self.module.params["name"], "(another hash)\n", "(the given hash)\n")
 
     # -- acting ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import tempfile
 
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._backend import Backend
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import ValidationError
-from ansible_collections.nspawn.nixos.plugins.module_utils._core._files import remove_file, text_diff
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._files import remove_file
 from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl import Machinectl
 from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._nspawn_ini import (
     NspawnFile, NspawnSettingsError, edit, restart_required,
@@ -95,8 +95,7 @@ class SettingsBackend(Backend):
             restart_required=bool(changed and running and restart_required(before, after)),
             settings=NspawnFile(after or "").to_dict(),
         )
-        if self.module._diff:
-            self.result["diff"] = text_diff(path, before, after)
+        self.diff.text(path, before, after)
         if changed:
             self._apply(path, before, after)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import traceback
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._diff import Diff
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import ModuleFailure, ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._lock import MachineLock
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._runner import Runner
@@ -34,11 +35,15 @@ class Backend:
     stages of a staged step are reported with report(). Failures carry the actions done so far.
     """
 
+    # Whether the result's diff is a list of entries (a change of several files) or the one entry.
+    DIFF_LIST = False
+
     def __init__(self, module):
         self.module = module
         self.runner = Runner(module)
         self.actions: list = []
         self.result = dict(changed=False, actions=self.actions)
+        self.diff = Diff(list_form=self.DIFF_LIST)
         self.held_lock = None
 
     def run(self):
@@ -71,12 +76,11 @@ class Backend:
                 self.runner.fail(exc, actions=self.actions)
             except (IOError, OSError) as exc:  # a file operation of the module itself
                 self.module.fail_json(msg=f"{type(exc).__name__}: {exc}", exception=traceback.format_exc(), actions=self.actions)
+            diff = self.diff.render() if self.module._diff else None
+            if diff is not None:
+                self.result["diff"] = diff
             self.module.exit_json(**self.result)
         finally:
             # The process's exit would drop it too; explicit for callers that do not exit (unit tests).
             if self.held_lock is not None:
                 self.held_lock.release()
-
-    def set_diff(self, before, after):
-        if self.module._diff:
-            self.result["diff"] = dict(before=before, after=after)

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Files the modules write and read on the host: atomic JSON, removal, diff entries.
+"""Files the modules write and read on the host: atomic JSON, removal (diff entries: _diff.py).
 
 Private module: not a public API.
 """
@@ -48,8 +48,3 @@ def remove_file(path):
         return False
     os.unlink(path)
     return True
-
-
-def text_diff(header, before, after):
-    """A diff-mode entry of one text file; '' stands for a file that does not exist."""
-    return dict(before_header=header, after_header=header, before=before or "", after=after or "")

@@ -54,7 +54,21 @@ def test_remove_file(tmp_path):
 
 def test_settings_path_and_text_diff(monkeypatch):
     from ansible_collections.nspawn.nixos.plugins.module_utils._systemd import _records
-    from ansible_collections.nspawn.nixos.plugins.module_utils._core import _files
+    from ansible_collections.nspawn.nixos.plugins.module_utils._core._diff import Diff
     monkeypatch.setattr(_records, "NSPAWN_DIR", "/tmp/x")
     assert _records.settings_path("nixos") == "/tmp/x/nixos.nspawn"
-    assert _files.text_diff("/p", None, "a\n") == dict(before_header="/p", after_header="/p", before="", after="a\n")
+    diff = Diff()
+    diff.text("/p", None, "a\n")
+    assert diff.render() == dict(before_header="/p", after_header="/p", before="", after="a\n")
+
+
+def test_diff_forms():
+    from ansible_collections.nspawn.nixos.plugins.module_utils._core._diff import Diff
+    assert Diff().render() is None and Diff(list_form=True).render() is None
+    planned = Diff(list_form=True)
+    planned.plan()
+    assert planned.render() == []
+    state = Diff()
+    state.state(dict(state="absent"), dict(state="present", sha256=None))
+    state.update_after(sha256="ab")
+    assert state.render() == dict(before=dict(state="absent"), after=dict(state="present", sha256="ab"))
