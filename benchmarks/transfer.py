@@ -15,7 +15,6 @@ module run each, which neither bare leg has: compare the connection with ssh, an
 """
 
 import argparse
-import hashlib
 import os
 import resource
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import benchlib  # puts tests/ on sys.path
 from benchlib import BenchError, bench_lab, median
+from lab.files import random_file, sha256_file
 
 NAME = "xfer"
 RESULTS = Path(__file__).resolve().parent / "RESULTS-transfer.md"
@@ -54,24 +54,6 @@ def provision(state="present"):
     return [{"name": "sidecar", "hosts": "sidecar_hosts", "gather_facts": False, "roles": [{"role": "nspawn.nixos.sidecar", "vars": {
         "sidecar_name": NAME, "sidecar_state": state, "sidecar_image_url": "{{ lab_image_url }}",
         "sidecar_image_checksum": "{{ lab_image_sha256 }}", "sidecar_nixos_settings": SETTINGS}}]}]
-
-
-def random_file(path, mib):
-    digest = hashlib.sha256()
-    with open(path, "wb") as handle:
-        for dummy in range(mib):
-            block = os.urandom(1 << 20)
-            digest.update(block)
-            handle.write(block)
-    return digest.hexdigest()
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def transfer_tasks(source, back):
@@ -162,7 +144,7 @@ def main():
                 for leg, function in (("connection", connection_run), ("ssh", ssh_run), ("sftp", sftp_run),
                                       ("stream", stream_run)):
                     figures = function(runner, host, source, back) if leg in ("connection", "ssh") else function(host, source, back)
-                    if sha256(back) != digest:
+                    if sha256_file(back) != digest:
                         raise BenchError("the file that came back through %s differs from the one sent" % leg)
                     back.unlink()
                     legs[leg] = figures

@@ -17,7 +17,6 @@ one build instead of racing.
 
 import fcntl
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config, images
+from .files import sha256_file
 from .mounts import copy_tree, ensure_dir, remove_tree
 
 # Commands the lab needs on the machine that runs it, and the Debian package of each.
@@ -322,7 +322,7 @@ class Builder:
         # xz -1: decompression speed does not depend on the level, and -6 takes minutes.
         compressors = {images.FIXTURE_IMAGE_STEM + ".tar.xz": ["xz", "-T0", "-1"], images.FIXTURE_IMAGE_STEM + ".tar.gz": gzip}
         self._parallel(self._pipe, [(tar, compressor, out_dir / name) for name, compressor in compressors.items()])
-        lines = ["%s  %s\n" % (_sha256(out_dir / name), name) for name in sorted(compressors)]
+        lines = ["%s  %s\n" % (sha256_file(out_dir / name), name) for name in sorted(compressors)]
         (out_dir / "SHA256SUMS").write_text("".join(lines))
 
     # -- helpers ---------------------------------------------------------------------
@@ -496,14 +496,6 @@ def _parents(name):
     """The parent directories of a relative path, outermost first ("a/b/c" -> a, a/b)."""
     parts = name.split("/")[:-1]
     return ["/".join(parts[:index + 1]) for index in range(len(parts))]
-
-
-def _sha256(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def _tail(path, lines=25):

@@ -11,7 +11,6 @@ that reach it run over the connection plugin, through the host's real SSH and `s
   peak RSS below the file's size.
 """
 
-import hashlib
 import json
 import os
 import random
@@ -23,6 +22,7 @@ import pytest
 
 from faults.harness import provisioned, sidecar_play, wait_for
 from lab.ansible_runner import OUTPUT_DIR
+from lab.files import random_file, sha256_file
 
 NAME = "conn"
 SETTINGS = {"environment": {"systemPackages": {"__nix_raw__": "with pkgs; [ python3 ]"}}}
@@ -141,12 +141,7 @@ def test_files_travel_in_constant_memory(lab, ansible_runner, sidecars, tmp_path
     workdir = OUTPUT_DIR / "tmp" / ("stream-%d" % os.getpid())
     workdir.mkdir(parents=True, exist_ok=True)
     source = workdir / "big.bin"
-    digest = hashlib.sha256()
-    with open(source, "wb") as handle:
-        for dummy in range(STREAM_MIB):
-            block = os.urandom(1 << 20)
-            digest.update(block)
-            handle.write(block)
+    digest = random_file(source, STREAM_MIB)
     plays = inside(name="stream", tasks=[
         {"name": "in", "ansible.builtin.copy": {"src": str(source), "dest": "/root/big.bin", "mode": "0600"}},
         {"name": "out", "ansible.builtin.fetch": {"src": "/root/big.bin", "dest": str(workdir / "back.bin"), "flat": True}},
@@ -156,11 +151,7 @@ def test_files_travel_in_constant_memory(lab, ansible_runner, sidecars, tmp_path
         run = ansible_runner.playbook(plays, limit=host.name + "," + sidecar, peak_rss=True)
         assert run.rc == 0, str(run)
         peak = run.peak_rss_mib
-        back = hashlib.sha256()
-        with open(workdir / "back.bin", "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                back.update(block)
-        assert back.hexdigest() == digest.hexdigest()
+        assert sha256_file(workdir / "back.bin") == digest
         print("\nconnection transfer: %d MiB in and out, controller peak RSS %s MiB" % (STREAM_MIB, peak))
         assert peak is not None and peak < PEAK_LIMIT_MIB, "peak RSS %s MiB for a %d MiB file" % (peak, STREAM_MIB)
     finally:
