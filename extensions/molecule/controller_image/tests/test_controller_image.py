@@ -29,7 +29,7 @@ def test_controller_downloaded_the_image_once():
 def test_hosts_imported_a_verified_copy(host):
     origin = json.loads(host.file("/var/lib/nspawn-nixos/origin/%s.json" % MACHINE).content_string)
     expected = host.ansible.get_variables()["lab_image_file_sha256"]
-    assert origin["url"].startswith("file://%s/%s-" % (STAGE_DIR, MACHINE))
+    assert origin["url"].startswith("file://%s/%s@" % (STAGE_DIR, MACHINE))  # NAME@HASH-FILE (image_controller.yml)
     assert origin["url"].endswith("-nixos-fixture-x86_64-linux.tar.xz")
     assert (origin["method"], origin["sha256"], origin["verify"]) == ("download", expected, "sha256")
 
