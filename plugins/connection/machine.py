@@ -141,12 +141,13 @@ import subprocess
 import tempfile
 import time
 
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes, to_text
 from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._systemd._machinectl import Machinectl
 
 display = Display()
@@ -271,8 +272,11 @@ class Connection(ConnectionBase):
     def _inside(self, command, mark):
         """The host's command line that runs the shell command `command` inside the machine, byte for byte, under
         the shell that reports its exit status after `mark`."""
-        argv = Machinectl.inside_argv(self.get_option("machine"), ["/bin/sh", "-c", _WRAPPER, "sh", command, mark],
-                                      user=self._user())
+        try:
+            argv = Machinectl.inside_argv(self.get_option("machine"), ["/bin/sh", "-c", _WRAPPER, "sh", command, mark],
+                                          user=self._user())
+        except ValidationError as exc:  # a command D-Bus cannot carry: the task fails, the machine is reachable
+            raise AnsibleError(f"{self._where()}: {exc}") from None
         return self._host_argv(argv)
 
     def _run_inside(self, command, in_data=None):

@@ -21,7 +21,7 @@ import os
 import re
 import time
 
-from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import CommandError, ModuleFailure
+from ansible_collections.nspawn.nixos.plugins.module_utils._core._errors import CommandError, ModuleFailure, ValidationError
 from ansible_collections.nspawn.nixos.plugins.module_utils._core._runner import output_tail
 
 # systemd 256 moved image transfers to importctl; machinectl pull-tar/... still
@@ -421,8 +421,25 @@ def unit_argv(argv):
     one $ (systemd.service(5), "Command lines"; also for the units systemd-run creates over D-Bus, where no
     specifier is expanded and no word is split). So every '$' is doubled, and nothing else needs care. Every
     command the collection hands to a machine's service manager passes through here.
+
+    What D-Bus cannot carry is refused here, with a message, before anything runs (ValidationError): a NUL ends
+    an argument, and sd-bus refuses a string with a character its unichar_is_valid() rejects (systemd's
+    src/basic/utf8.c: surrogates and the Unicode noncharacters U+FDD0..U+FDEF and U+xFFFE, U+xFFFF), so systemd-run
+    would fail with "Failed to create bus message: Invalid argument".
     """
-    return [str(word).replace("$", "$$") for word in argv]
+    words = [str(word) for word in argv]
+    refused = sorted({char for word in words for char in word if not _bus_char(char)})
+    if refused:
+        raise ValidationError("a command for the service manager of a machine holds %s, which systemd's D-Bus cannot "
+                              "carry (NUL, surrogates and the Unicode noncharacters U+FDD0-U+FDEF, U+xFFFE, U+xFFFF); "
+                              "nothing was run" % ", ".join("U+%04X" % ord(char) for char in refused))
+    return [word.replace("$", "$$") for word in words]
+
+
+def _bus_char(char):
+    """Whether sd-bus carries char in a string (systemd's unichar_is_valid(), and no NUL)."""
+    code = ord(char)
+    return not (code == 0 or 0xD800 <= code <= 0xDFFF or 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE)
 
 
 def unit_name(name):

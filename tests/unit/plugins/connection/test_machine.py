@@ -20,7 +20,7 @@ import pytest
 from ansible.plugins.loader import init_plugin_loader
 from ansible.utils.collection_loader import AnsibleCollectionConfig
 
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.playbook.play_context import PlayContext
 from ansible.plugins.loader import connection_loader
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -164,13 +164,28 @@ def test_commands_arrive_byte_for_byte(text):
     assert (rc, out.decode()) == (0, "[%s]" % text)
 
 
+# What sd-bus carries in a string (systemd's unichar_is_valid()): no NUL, no surrogate, no noncharacter.
+BUS_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00").filter(
+    lambda char: not (0xFDD0 <= ord(char) <= 0xFDEF or (ord(char) & 0xFFFE) == 0xFFFE)), max_size=60)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=60))
+@given(text=BUS_TEXT)
 def test_any_text_arrives_byte_for_byte(text):
-    """Property: every text without NUL (argv cannot hold one; D-Bus carries UTF-8) survives unit_argv and the
-    service manager's expansion unchanged, in every argument of the inside argv."""
+    """Property: every text D-Bus can carry (no NUL, which argv cannot hold; valid for sd-bus) survives unit_argv
+    and the service manager's expansion unchanged, in every argument of the inside argv."""
     argv = Machinectl.inside_argv("nixos", ["/bin/sh", "-c", text, "sh", text])
     assert [expand_like_systemd(word) for word in argv[argv.index("/bin/sh"):]] == ["/bin/sh", "-c", text, "sh", text]
+
+
+@pytest.mark.parametrize("char", ["\x00", "\ufdd0", "\ufdef", "\ufffe", "\uffff", "\U0001fffe", "\U0010ffff"])
+def test_a_command_dbus_cannot_carry_fails_the_task_before_anything_runs(char):
+    """sd-bus refuses the string (systemd-run: "Failed to create bus message: Invalid argument", measured with
+    U+FDEF on systemd 252 and 257): the task fails with the character named, the machine is not unreachable."""
+    plugin = connection([RUNNING])  # only the check that the machine runs: nothing is sent to it
+    with pytest.raises(AnsibleError, match="holds U[+]%04X, which systemd's D-Bus cannot carry" % ord(char)) as raised:
+        plugin.exec_command("printf '%s' " + shlex.quote("a" + char))
+    assert not isinstance(raised.value, AnsibleConnectionFailure)
 
 
 def test_a_machine_stopped_while_the_command_ran_is_unreachable_not_ok():
